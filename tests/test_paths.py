@@ -73,7 +73,6 @@ def _tiny_nb(folder: Path, body: str) -> Path:
     nb = nbformat.v4.new_notebook()
     p = nbformat.v4.new_code_cell('out = None\nn = 1'); p.metadata['tags'] = ['parameters']
     nb.cells = [p, nbformat.v4.new_code_cell(body)]
-    nb.metadata['kernelspec'] = {'name': 'python3', 'display_name': 'Python 3', 'language': 'python'}
     path = folder/'50_tiny.ipynb'; nbformat.write(nb, path); return path
 
 def _comix(*args, cwd):
