@@ -29,7 +29,7 @@ def seed_quality(n_det,                     # detector panels per page
     "The seed's per-page ratio, text coverage, 0-4 score and subset flags, for arrays of counts"
     n_det, n_vlm, n_text = (np.asarray(a, dtype=np.float64) for a in (n_det, n_vlm, n_vlm_text))
     has = n_vlm > 0
-    ratio = np.divide(n_det, n_vlm, out=np.zeros_like(n_det), where=has)
+    ratio = np.divide(n_vlm, n_det, out=np.zeros_like(n_det), where=n_det > 0)
     cov = np.divide(n_text, n_vlm, out=np.zeros_like(n_det), where=has)
     near = (ratio >= 0.9) & (ratio <= 1.1)
     score = np.where(near, 2.0, np.where((ratio >= 0.8) & (ratio <= 1.2), 1.0, 0.0))
