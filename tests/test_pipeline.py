@@ -3,7 +3,7 @@ import json, subprocess, sys
 from pathlib import Path
 import pandas as pd
 import pytest
-from comix.paths import fixture_path, Layout, read_audit
+from comix.paths import fixture_path, Layout, read_audit, reconcile
 
 def comix(*args, cwd):
     exe = Path(sys.executable).with_name('comix')
@@ -27,6 +27,9 @@ def test_sample_library_through_every_stage(tmp_path):
     for stage in ('extract', 'detect', 'text_ocr', 'align'):
         audit = read_audit(out, stage)
         assert len(audit) > 0 and set(audit.status) <= {'ok', 'skipped', 'error'}, stage
+    for stage in ('detect', 'text_ocr', 'align'):       # one audit row per manifest page, each page once
+        reconcile(read_audit(out, stage), len(man), stage, show=False)
+    assert (read_audit(out, 'detect').status == 'ok').all()
     # a second run of every stage redoes nothing and changes nothing
     before = {p: p.read_bytes() for p in (Path(L.manifest), Path(L.detect('classical')), Path(L.quality))}
     for args in (('extract', '--source', f'sample={fixture_path("library")}'), ('detect',), ('text', '--backend', 'ocr'), ('align',)):
