@@ -29,9 +29,10 @@ class PanelParams:
     bridge_frac:float=0.5      # a gutter may be crossed by up to this share of ink (balloons, characters)
     edge_dense:float=0.7       # the lines flanking a gutter are this dense (panel edges are straight)
     bridge_straight:float=0.45 # a crossed gutter has an unbroken edge line at least this long beside it
-    line_cuts:bool=False       # also cut along a thin dark line right across a framed cell (panels that touch, no gutter); off: see below
+    line_cuts:bool=True        # also cut along a dark line right across a framed cell (panels that touch, no gutter)
     line_dark:int=100          # ... a line pixel is darker than this in every channel
     line_max:float=0.012       # ... and the line is at most this thick (share of the long side)
+    line_rel:float=1.8         # ... and at least this many times as thick as the cell's own frame lines (two frames back to back)
     rect_keep:float=0.6        # a component is a panel if this share of its box outline is ink (frame or fill)
     cover_frac:float=0.6       # framed components must cover this share of their cell, else the cell is one frameless panel
     close_px:int=0             # close gaps this small in the ink (screentone dots, hatching)
@@ -157,12 +158,14 @@ def best_cut(I, m, box, p:PanelParams, g:dict):
 def _line_cut(box, p, g):
     "A thin dark line right across `box` between two panels that touch (no gutter): (axis, stop, start, 0) halves overlap on it"
     x0, y0, x1, y1 = box
+    if 'dark' not in g: g['dark'] = cv2.integral(cv2.inRange(g['a'], (0, 0, 0), (p.line_dark-1,)*3) // 255)   # once a page, when first needed
     profs = _profiles(g['dark'], box)
     for axis, prof, other in zip((0, 1), profs, (x1-x0, y1-y0)):
         full = prof >= 0.97*other; n = len(prof)
         if not (full[:g['line']].any() and full[-g['line']:].any()): continue    # the cell itself must be framed by such lines
-        for s, t in _runs(full):
-            if t - s > g['line'] or s < 2 or t > n - 2 or prof[s-2] >= 0.9*other or prof[t+1] >= 0.9*other: continue
+        runs = _runs(full); fw = min(runs[0][1] - runs[0][0], runs[-1][1] - runs[-1][0])   # thickness of the cell's own frame
+        for s, t in runs:
+            if t - s > g['line'] or t - s < max(g['mg'], p.line_rel*fw) or s < 2 or t > n - 2 or prof[s-2] >= 0.9*other or prof[t+1] >= 0.9*other: continue
             lo, hi = _halves(box, axis, t, s)
             if _inked(g['I'], lo, g['minw'], g['minh']) and _inked(g['I'], hi, g['minw'], g['minh']): return (axis, t, s, 0)
     return None
@@ -266,8 +269,7 @@ def _panels(a, p:PanelParams, depth:int=0)->tuple:
         return [(x0+pb[0], y0+pb[1], x1+pb[0], y1+pb[1]) for x0, y0, x1, y1 in res], dict(dbg, paper=pb)
     hs = holes(m); solid = enclosed(m, hs); I = cv2.integral(solid)
     g = dict(mg=max(2, int(p.min_gutter*L)), wide=max(3, int(p.wide_gutter*L)), minw=p.min_side_frac*w, minh=p.min_side_frac*h,
-             I=I, line=max(2, int(p.line_max*L)))
-    if p.line_cuts: g['dark'] = cv2.integral((a.max(2) < p.line_dark).astype(np.uint8))
+             I=I, line=max(2, int(p.line_max*L)), a=a)
     cells = xy_cells(I, solid, (0, 0, w, h), p, g)
     res = [b for c in cells for b in cell_panels(lab, st, c, w, h, p)]
     if p.insets:
