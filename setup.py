@@ -25,7 +25,7 @@ setuptools.setup(
     url = cfg['git_url'],
     packages = setuptools.find_packages(include=['comix', 'comix.*']),
     include_package_data = True,
-    package_data = {'comix': ['fixtures/**/*', 'fixtures/*']},
+    package_data = {'comix': ['fixtures/**/*', 'fixtures/*', 'weights/*']},
     install_requires = reqs('requirements'),
     extras_require = {'dev': reqs('dev_requirements'), 'paddle': reqs('paddle_requirements')},
     dependency_links = cfg.get('dep_links','').split(),

@@ -59,10 +59,10 @@ shutil.rmtree(out, ignore_errors=True)
 t = time.perf_counter()
 r = run_extract({'bench': lib}, out, workers=workers, progress=False, show=False)
 s = time.perf_counter() - t
-m = r['manifest']
+m = r.table
 peak = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024
 print(json.dumps({'pages': len(m), 'bytes': int(m.n_bytes.sum()), 'seconds': s, 'peak_rss_mb': peak,
-                  'errors': int((r['audit'].status == 'error').sum()), 'unique_md5': int(m.md5.nunique())}))
+                  'errors': int((r.state.status == 'error').sum()), 'unique_md5': int(m.md5.nunique()), 'exit_code': r.exit_code}))
 '''
 
 

@@ -10,7 +10,8 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from comix.vlm import LoopbackVLMServer, VLMClient, encode_page, parse_reply
+from comix.vlm import VLMClient, encode_page, parse_reply
+from comix.testing.vlm import LoopbackVLMServer
 
 
 def page(size):
@@ -27,7 +28,7 @@ async def bench(srv, img, max_side, concurrency, n):
         r = await cl.complete(f'b/{i:05d}', img)
         parse_reply(r.text, r.finish_reason)
         lat.append(time.perf_counter() - t)
-    async def worker(ids):  # `concurrency` workers, each sending its requests one after another (as run_vlm does)
+    async def worker(ids):  # `concurrency` workers, each sending its requests one after another (as the VLM stage does)
         for i in ids: await one(i)
     await asyncio.gather(*(worker([i]) for i in range(concurrency)))  # warm up connections
     lat.clear()

@@ -4,21 +4,23 @@
 
 # %% ../nbs/40_align.ipynb #c44a5cbb
 from __future__ import annotations
-import glob, json, os, sys, time
+import json, os, sys, time
 from datetime import datetime, timezone
 from pathlib import Path
 import numpy as np, pandas as pd
 from scipy.optimize import linear_sum_assignment
-from .paths import (Audit, Layout, atomic_write_parquet, archive_ext, page_path, read_config, reconcile,
-                         select_shard, shard_of, stage_parser, stage_config, write_audit, read_audit)
+from fastcore.basics import patch
+from .paths import Layout, atomic_write_parquet, atomic_write_text, archive_ext, page_path, read_config
+from .stage import (Stage, Done, Batch, Section, run_stage, stage_main, add_reasons, box_problems, valid_boxes,
+                         figure_image, row_hashes)
+from .boxes import iou_pairs
 from .dataspec import dataspec_page, write_dataspecs, write_lists, spec_path, LISTS
 
 # %% auto #0
-__all__ = ['VLM_PANEL_COLUMNS', 'VLM_ITEM_COLUMNS', 'REASONS', 'seed_quality', 'box2d_to_xywh', 'iou_xywh', 'cross_pairs',
-           'assign_max_iou', 'vlm_tables', 'match_panels', 'align_tables', 'truth_tables', 'layout_truths',
-           'random_flaws', 'read_table', 'read_vlm_docs', 'load_vlm', 'image_paths', 'image_files', 'load_inputs',
-           'dataspec_docs', 'page_fingerprints', 'previous_fingerprints', 'quality_path', 'finish_align', 'run_align',
-           'write_inputs', 'synthetic_run', 'align_parser', 'main']
+__all__ = ['VLM_PANEL_COLUMNS', 'VLM_ITEM_COLUMNS', 'QUALITY_COLUMNS', 'ALIGN_REASONS', 'seed_quality', 'box2d_to_xywh',
+           'cross_pairs', 'assign_max_iou', 'vlm_tables', 'ocr_stats', 'ocr_quality', 'match_panels', 'align_tables',
+           'read_table', 'read_vlm_docs', 'load_vlm', 'image_paths', 'image_files', 'load_inputs', 'dataspec_docs',
+           'page_fingerprints', 'PageSlicer', 'AlignStage', 'run_align', 'main']
 
 # %% ../nbs/40_align.ipynb #2e622456
 def seed_quality(n_det,                     # detector panels per page
@@ -50,15 +52,6 @@ def box2d_to_xywh(box_2d,   # rows of [ymin, xmin, ymax, xmax], 0-1000
     y0, x0 = np.minimum(b[:, 0], b[:, 2]), np.minimum(b[:, 1], b[:, 3])
     y1, x1 = np.maximum(b[:, 0], b[:, 2]), np.maximum(b[:, 1], b[:, 3])
     return np.stack([x0 * W, y0 * H, (x1 - x0) * W, (y1 - y0) * H], axis=1)
-
-def iou_xywh(a, b)->np.ndarray:
-    "Elementwise IoU of box rows `a` and `b` (x, y, w, h)"
-    a, b = np.asarray(a, np.float64).reshape(-1, 4), np.asarray(b, np.float64).reshape(-1, 4)
-    iw = np.minimum(a[:, 0] + a[:, 2], b[:, 0] + b[:, 2]) - np.maximum(a[:, 0], b[:, 0])
-    ih = np.minimum(a[:, 1] + a[:, 3], b[:, 1] + b[:, 3]) - np.maximum(a[:, 1], b[:, 1])
-    inter = np.clip(iw, 0, None) * np.clip(ih, 0, None)
-    union = a[:, 2] * a[:, 3] + b[:, 2] * b[:, 3] - inter
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 
 # %% ../nbs/40_align.ipynb #5380cfec
 def cross_pairs(a_code:np.ndarray, # page code of each row of table A, sorted
@@ -123,6 +116,35 @@ def vlm_tables(docs)->tuple:
     return (pd.DataFrame(P, columns=VLM_PANEL_COLUMNS).astype({'vlm_index': 'int64', 'n_text': 'int64', **{k: 'float64' for k in ('ymin', 'xmin', 'ymax', 'xmax')}}),
             pd.DataFrame(I, columns=VLM_ITEM_COLUMNS).astype({'vlm_index': 'int64', 'order': 'int64'}))
 
+# %% ../nbs/40_align.ipynb #103b4394
+def ocr_stats(ocr:pd.DataFrame|None, det:pd.DataFrame, ids)->pd.DataFrame:
+    "Per page: OCR lines, lines inside a detected panel, panels holding OCR text, mean OCR confidence"
+    P = len(ids); z = np.zeros(P, np.int64)
+    out = dict(ocr_lines=z, ocr_lines_in_panels=z, ocr_panels_with_text=z, ocr_mean_score=np.full(P, np.nan))
+    if ocr is None or not len(ocr): return pd.DataFrame(out)
+    oc = _codes(ocr.page_id, ids); keep = oc >= 0
+    o = ocr[keep].assign(_c=oc[keep])
+    key = o[['_c', 'panel_index']].merge(det[['_c', 'panel_index']].drop_duplicates(), on=['_c', 'panel_index'], how='left', indicator=True)
+    inside = (key._merge == 'both').to_numpy()
+    score = pd.to_numeric(o['score'], errors='coerce').to_numpy(np.float64) if 'score' in o else np.ones(len(o))
+    n = np.bincount(o._c, minlength=P)
+    return pd.DataFrame(dict(ocr_lines=n, ocr_lines_in_panels=np.bincount(o._c[inside], minlength=P),
+                             ocr_panels_with_text=np.bincount(o[inside][['_c', 'panel_index']].drop_duplicates()._c, minlength=P),
+                             ocr_mean_score=np.where(n > 0, np.bincount(o._c, np.nan_to_num(score), P) / np.maximum(n, 1), np.nan)))
+
+def ocr_quality(n_det, n_lines, n_inside, n_panels_text, mean_score, det_score, min_text_coverage:float=0.5)->pd.DataFrame:
+    "The 0-4 OCR score per page: coverage, lines inside panels, OCR confidence, panel count and detector confidence"
+    n_det, n_lines, n_inside, n_pt = (np.asarray(a, np.float64) for a in (n_det, n_lines, n_inside, n_panels_text))
+    cov = np.divide(n_pt, n_det, out=np.zeros_like(n_det), where=n_det > 0)
+    ins = np.divide(n_inside, n_lines, out=np.zeros_like(n_det), where=n_lines > 0)
+    conf, dsc, m = np.nan_to_num(np.asarray(mean_score, np.float64)), np.asarray(det_score, np.float64), float(min_text_coverage)
+    s = np.where(cov >= m, 1.0, np.where(cov >= max(0.0, m - 0.2), 0.5, 0.0))
+    s += np.where(ins >= 0.9, 1.0, np.where(ins >= 0.7, 0.5, 0.0))
+    s += np.where(conf >= 0.9, 1.0, np.where(conf >= 0.8, 0.5, 0.0))
+    s += np.where((n_det >= 1) & (n_det <= 15) & (dsc >= 0.9), 1.0, np.where((n_det >= 1) & (n_det <= 20), 0.5, 0.0))
+    s = np.where(n_lines > 0, s, 0.0)
+    return pd.DataFrame(dict(ocr_text_coverage=cov, ocr_inside_share=ins, ocr_score=s, is_high_quality_ocr=s >= 3.5))
+
 # %% ../nbs/40_align.ipynb #3d27be2e
 def _codes(ids, pages)->np.ndarray: return pd.Index(pages).get_indexer(pd.Index(ids)).astype(np.int64)
 
@@ -149,7 +171,7 @@ def match_panels(det, dc, vlm, vc, n_pages, size, iou_thr=0.5, pair_iou=0.1):
     boxed = (nv > 0) & (nobox == 0)
     page, ia, ib = cross_pairs(dc, vc, n_pages)
     sel = boxed[page]; page, ia, ib = page[sel], ia[sel], ib[sel]
-    iou = iou_xywh(det[['x', 'y', 'w', 'h']].to_numpy(np.float64)[ia], vxy[ib])
+    iou = iou_pairs(det[['x', 'y', 'w', 'h']].to_numpy(np.float64)[ia], vxy[ib])
     k = assign_max_iou(page, ia, ib, iou)
     page, ia, ib, iou = page[k], ia[k], ib[k], iou[k]
     good = iou >= iou_thr
@@ -164,7 +186,12 @@ def match_panels(det, dc, vlm, vc, n_pages, size, iou_thr=0.5, pair_iou=0.1):
     return geo, pairs
 
 # %% ../nbs/40_align.ipynb #01759729
-REASONS = ('missing_image', 'no_dets_after_threshold', 'equal_count_mismatch', 'zero_pairs')
+QUALITY_COLUMNS = ['page_id', 'det_panels', 'vlm_panels', 'vlm_panels_with_text', 'panel_count_ratio', 'text_coverage',
+                   'quality_score', 'is_perfect_match', 'is_near_perfect', 'is_high_quality', 'vlm_boxes', 'geo_matched',
+                   'geo_match_share', 'geo_mean_iou', 'pairs', 'ocr_lines', 'ocr_lines_in_panels', 'ocr_panels_with_text',
+                   'ocr_mean_score', 'ocr_text_coverage', 'ocr_inside_share', 'ocr_score', 'is_high_quality_ocr',
+                   'quality_source', 'quality', 'status', 'reason', 'canonical']
+ALIGN_REASONS = ('missing_image', 'no_dets_after_threshold', 'equal_count_mismatch', 'zero_pairs')
 
 def align_tables(pages:pd.DataFrame,         # page_id, width, height (+ canonical, image_ok); pages of this run
                  det:pd.DataFrame,           # detections: page_id, panel_index, x, y, w, h, score, order
@@ -182,84 +209,29 @@ def align_tables(pages:pd.DataFrame,         # page_id, width, height (+ canonic
     q = seed_quality(nd, nv, np.bincount(vc, weights=vlm.n_text.to_numpy() > 0, minlength=P), min_text_coverage)
     size = pages[['width', 'height']].to_numpy(np.float64)
     geo, pairs = match_panels(det, dc, vlm, vc, P, size, iou_thr, pair_iou)
-    ocr_panels = np.zeros(P, np.int64); ocr_lines = np.zeros(P, np.int64)
-    if ocr is not None and len(ocr):
-        oc = _codes(ocr.page_id, ids); ocr_lines = np.bincount(oc[oc >= 0], minlength=P)
-        inner = ocr[(oc >= 0) & (ocr.panel_index.to_numpy() >= 0)].assign(_c=oc[(oc >= 0) & (ocr.panel_index.to_numpy() >= 0)])
-        hit = inner[['_c', 'panel_index']].drop_duplicates().merge(det[['_c', 'panel_index']], on=['_c', 'panel_index'])
-        ocr_panels = np.bincount(hit._c.to_numpy(), minlength=P)
+    o = ocr_stats(ocr, det, ids)
+    oq = ocr_quality(nd, o['ocr_lines'], o['ocr_lines_in_panels'], o['ocr_panels_with_text'], o['ocr_mean_score'],
+                     np.bincount(dc, weights=det.score.to_numpy(np.float64) if 'score' in det else None, minlength=P) / np.maximum(nd, 1),
+                     min_text_coverage)
     n_pairs = np.bincount(dc[pairs.det_row.to_numpy(np.int64)], minlength=P)
     quality = pd.concat([pd.DataFrame(dict(page_id=ids, det_panels=nd, vlm_panels=nv,
                                            vlm_panels_with_text=np.bincount(vc, weights=vlm.n_text.to_numpy() > 0, minlength=P).astype(np.int64))),
-                         q, geo, pd.DataFrame(dict(pairs=n_pairs, ocr_lines=ocr_lines, ocr_panels_with_text=ocr_panels))], axis=1)
+                         q, geo, pd.DataFrame(dict(pairs=n_pairs)), o, oq], axis=1)
+    src = np.select([nv > 0, o['ocr_lines'].to_numpy() > 0], ['vlm', 'ocr'], 'none')
+    quality['quality_source'] = src
+    quality['quality'] = np.where(src == 'vlm', quality.quality_score, np.where(src == 'ocr', quality.ocr_score, 0.0))
+    ocr_panels = o['ocr_panels_with_text'].to_numpy()
     img_ok = pages['image_ok'].to_numpy(bool) if 'image_ok' in pages else np.ones(P, bool)
     reason = np.select([~img_ok, nd == 0, np.full(P, bool(require_equal_counts)) & (nd != nv), (n_pairs == 0) & (ocr_panels == 0)],
-                       list(REASONS), '')
+                       list(ALIGN_REASONS), '')
     quality['status'] = np.where(reason == '', 'ok', 'skipped'); quality['reason'] = reason
     quality['canonical'] = pages['canonical'].fillna(True).to_numpy(bool) if 'canonical' in pages else True
-    return dict(quality=quality, pairs=pairs, det=det, vlm=vlm)
-
-# %% ../nbs/40_align.ipynb #b1c7a240
-def truth_tables(truths:dict,            # {page_id: comix.synth truth}
-                 shift:dict|None=None,   # {page_id: fraction of box width to shift VLM boxes right}
-                 drop:dict|None=None,    # {page_id: VLM panel indices to leave out}
-                 no_text:set=frozenset(),# pages whose VLM panels get no text
-                 boxes:bool=True,        # give VLM boxes
-                 extra:dict|None=None    # {page_id: n}: the VLM sees n panels that are not there
-                )->dict:
-    "Hand-made `pages`, `det`, `vlm` (panels, items) and `ocr` tables of the contract's columns from synth truths"
-    shift, drop, extra = shift or {}, drop or {}, extra or {}
-    pages = pd.DataFrame([(p, t['width'], t['height']) for p, t in truths.items()], columns=['page_id', 'width', 'height'])
-    det = pd.DataFrame([(p, i, b['x'], b['y'], b['w'], b['h'], 1.0, i) for p, t in truths.items() for i, b in enumerate(t['panels'])],
-                       columns=['page_id', 'panel_index', 'x', 'y', 'w', 'h', 'score', 'order'])
-    docs, ocr = [], []
-    for p, t in truths.items():
-        W, H, panels = t['width'], t['height'], []
-        for i, b in enumerate(t['panels']):
-            if i in drop.get(p, ()): continue
-            bal = [x for x in t['balloons'] if x['panel'] == i] if p not in no_text else []
-            dx = shift.get(p, 0) * b['w']
-            box = [b['y'] / H * 1000, (b['x'] + dx) / W * 1000, (b['y'] + b['h']) / H * 1000, (b['x'] + dx + b['w']) / W * 1000]
-            panels.append({'box_2d': box if boxes else None, 'dialogue': [{'speaker': None, 'text': x['text']} for x in bal if x['kind'] == 'dialogue'],
-                           'narration': [x['text'] for x in bal if x['kind'] == 'caption'], 'sfx': []})
-        panels += [{'box_2d': [0, 0, 50, 50] if boxes else None, 'dialogue': [], 'narration': [], 'sfx': []}] * extra.get(p, 0)
-        docs.append({'page_id': p, 'result': {'panels': panels}})
-        ocr += [(p, j, L['text'], 1.0, L['x'], L['y'], L['w'], L['h'], -1 if x['panel'] is None else x['panel'], k, j)
-                for k, x in enumerate(t['balloons']) for j, L in enumerate(x['lines'])]
-    vp, vi = vlm_tables(docs)
-    ocr = pd.DataFrame(ocr, columns=['page_id', 'line_index', 'text', 'score', 'x', 'y', 'w', 'h', 'panel_index', 'balloon_index', 'order'])
-    return dict(pages=pages, det=det, vlm=vp, vlm_items=vi, ocr=ocr, docs=docs)
-
-# %% ../nbs/40_align.ipynb #33242dc5
-def layout_truths(n_pages:int, seed:int=0, size=(1000, 1500), prefix:str='synth/bench')->dict:
-    "`{page_id: truth}` with synth layouts and random balloons, without rendering images"
-    import random
-    from comix.synth import make_layout, LAYOUTS, WORDS
-    rng, (W, H), out = random.Random(seed), size, {}
-    for i in range(n_pages):
-        ps = [{k: int(p[k]) for k in 'xywh'} for p in make_layout(rng, rng.choice(LAYOUTS), W, H)['panels']]
-        bal = []
-        for j, p in enumerate(ps):
-            for o in range(rng.choice([0, 1, 1, 2])):
-                t = ' '.join(rng.choice(WORDS) for _ in range(rng.randint(2, 6)))
-                L = dict(text=t, x=p['x'] + 10, y=p['y'] + 10 + 30 * o, w=min(p['w'] - 20, 12 * len(t)), h=24)
-                bal.append(dict(L, kind=rng.choice(['dialogue', 'dialogue', 'caption']), panel=j, order=o, lines=[L]))
-        out[f'{prefix}/{i // 24:05d}/{i % 24:04d}'] = dict(width=W, height=H, panels=ps, balloons=bal)
-    return out
-
-def random_flaws(ids, seed:int=0, p_drop=0.15, p_extra=0.1, p_shift=0.1, p_no_text=0.1)->dict:
-    "`truth_tables` keyword arguments that make a share of the pages imperfect the way VLMs are"
-    rng = np.random.default_rng(seed); ids = list(ids); n = len(ids)
-    pick = lambda p: [ids[i] for i in np.flatnonzero(rng.random(n) < p)]
-    return dict(drop={i: [0] for i in pick(p_drop)}, extra={i: int(rng.integers(1, 3)) for i in pick(p_extra)},
-                shift={i: float(rng.uniform(0.1, 0.6)) for i in pick(p_shift)}, no_text=set(pick(p_no_text)))
+    return dict(quality=quality[QUALITY_COLUMNS], pairs=pairs, det=det, vlm=vlm)
 
 # %% ../nbs/40_align.ipynb #ff0ea1b5
 def read_table(path, columns=None)->pd.DataFrame|None:
-    "A stage table, or the concatenation of its `.shard-*` parts while shards run; None when absent"
-    if os.path.exists(path): return pd.read_parquet(path, columns=columns)
-    parts = sorted(glob.glob(str(path).replace('.parquet', '.shard-*.parquet')))
-    return pd.concat([pd.read_parquet(p, columns=columns) for p in parts], ignore_index=True) if parts else None
+    "A stage's merged table, or None when absent"
+    return pd.read_parquet(path, columns=columns) if os.path.exists(path) else None
 
 def _vlm_files(root)->pd.DataFrame:
     "page_id, path, mtime_ns, size of every JSON under `root`"
@@ -331,26 +303,24 @@ def image_files(pages:pd.DataFrame, folder)->list:
 # %% ../nbs/40_align.ipynb #68b9b56b
 def load_inputs(out,                       # the run's output folder
                 detector:str='classical',  # which `OUT/detect/<detector>.parquet`
-                shard:int=0, num_shards:int=1,
                 check_images:bool=True     # skip pages whose container is gone as `missing_image`
                )->dict:
-    "The tables `align_tables` needs, read from `out`, for one shard"
+    "The tables `align_tables` needs, read from `out`, for every page of the manifest"
     L = Layout(out)
     man = read_table(L.manifest)
-    det = read_table(L.detect(detector))
-    det = det if det is not None else pd.DataFrame(columns=['page_id', 'panel_index', 'x', 'y', 'w', 'h', 'score', 'order'])
+    raw = read_table(L.detect(detector))
+    raw = raw if raw is not None else pd.DataFrame(columns=['page_id', 'panel_index', 'x', 'y', 'w', 'h', 'score', 'order'])
+    det = raw[valid_boxes(raw)] if len(raw) else raw
     vlm, items, vmeta = load_vlm(out)
     ocr = read_table(L.text_table('ocr'))
     man = man if man is not None else pd.DataFrame(columns=['page_id', 'source', 'container', 'entry', 'width', 'height'])
-    ids = pd.unique(pd.concat([man.page_id, det.page_id, vlm.page_id], ignore_index=True))
-    ids = np.array(select_shard(ids.tolist(), shard, num_shards), dtype=object)
-    pages = pd.DataFrame({'page_id': ids}).merge(man, on='page_id', how='left')
+    pages = man.reset_index(drop=True).copy()
     paths, ok = image_paths(pages.fillna({'source': '', 'container': '', 'entry': ''}), read_config(out)['sources'])
     pages['image_path'] = paths
-    pages['image_ok'] = pages.page_id.isin(man.page_id).to_numpy() & (ok if check_images else True)
+    pages['image_ok'] = ok if check_images else True
     pages[['width', 'height']] = pages[['width', 'height']].astype('float64')
     vmeta = vmeta.set_index('page_id')[['backend', 'model', 'prompt_version']].to_dict('index')
-    return dict(pages=pages, det=det, vlm=vlm, vlm_items=items, ocr=ocr, vlm_meta=vmeta)
+    return dict(pages=pages, det=det, raw_det=raw, vlm=vlm, vlm_items=items, ocr=ocr, vlm_meta=vmeta)
 
 # %% ../nbs/40_align.ipynb #c014ca9f
 def _slices(codes, P)->tuple:
@@ -367,7 +337,9 @@ def _ocr_balloons(ocr, ids)->pd.DataFrame:
     k = o[['_c', 'panel_index', 'balloon_index']].to_numpy()
     start = np.flatnonzero(np.r_[True, (k[1:] != k[:-1]).any(1)]) if len(k) else np.zeros(0, np.int64)
     t = o.text.astype(str).tolist(); ends = np.r_[start[1:], len(t)].tolist()
-    b = pd.DataFrame({'_c': k[start, 0], 'panel_index': k[start, 1], 'text': [' '.join(t[i:j]) for i, j in zip(start.tolist(), ends)]})
+    kind = o['kind'].fillna('dialogue').astype(str).to_numpy()[start] if 'kind' in o else np.full(len(start), 'dialogue', object)
+    b = pd.DataFrame({'_c': k[start, 0], 'panel_index': k[start, 1], 'text': [' '.join(t[i:j]) for i, j in zip(start.tolist(), ends)],
+                      'kind': kind})
     return b[b.text.str.strip() != ''].reset_index(drop=True)
 
 # %% ../nbs/40_align.ipynb #7c82d25a
@@ -391,7 +363,7 @@ def _lookups(res, pages, vlm_items, ocr)->dict:
     key = dict(zip(zip(det._c.tolist(), det.panel_index.tolist()), range(len(det))))
     brow = np.array([key.get(k, -1) for k in zip(b._c.tolist(), b.panel_index.tolist())], np.int64)
     inside, page_lvl = b[brow >= 0].assign(_r=brow[brow >= 0]).sort_values('_r', kind='stable'), b[brow < 0]
-    S['bis'], S['bie'] = _slices(inside._r.to_numpy(), len(det)); S['bt'] = inside.text.tolist()
+    S['bis'], S['bie'] = _slices(inside._r.to_numpy(), len(det)); S['bt'], S['bk'] = inside.text.tolist(), inside.kind.tolist()
     S['pls'], S['ple'] = _slices(page_lvl._c.to_numpy(), P); S['pt'] = page_lvl.text.tolist()
     S['meta'] = {k: pages[k].tolist() if k in pages else [None] * P for k in ('image_path', 'width', 'height', 'source', 'container', 'entry')}
     return S
@@ -400,7 +372,7 @@ def _panel(S, r)->dict:
     "Detected panel row `r` with its pairing and text items"
     v = S['vrow'][r]
     items = [dict(kind=S['vk'][j], text=S['vt'][j], speaker=S['vs'][j], source='vlm') for j in range(S['vis'][v], S['vie'][v])] if v >= 0 else []
-    items += [dict(kind='dialogue', text=S['bt'][j], speaker=None, source='ocr') for j in range(S['bis'][r], S['bie'][r])]
+    items += [dict(kind=S['bk'][j], text=S['bt'][j], speaker=None, source='ocr') for j in range(S['bis'][r], S['bie'][r])]
     return dict(panel_index=S['panel_index'][r], order=S['order'][r], x=S['x'][r], y=S['y'][r], w=S['w'][r], h=S['h'][r],
                 score=S['score'][r], vlm_panel_index=S['vidx'][v] if v >= 0 else None, pair_method=S['vmeth'][r], pair_iou=S['viou'][r],
                 items=items, characters=S['vchar'][v] if v >= 0 else None, description=S['vdesc'][v] if v >= 0 else None)
@@ -434,14 +406,11 @@ def dataspec_docs(res:dict,              # `align_tables` result
 
 # %% ../nbs/40_align.ipynb #d3c3d0b8
 def _hash_rows(df, cols, codes, P)->np.ndarray:
-    "Per-page wrap-around sum of row hashes"
+    "Per-page wrap-around sum of row hashes (`comix.stage.row_hashes`)"
     acc = np.zeros(P, np.uint64)
     if df is None or not len(df): return acc
-    num = lambda s: pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_object_dtype(s)
-    norm = pd.DataFrame({c: df[c].astype('float64') if num(df[c]) else df[c].where(df[c].notna(), '').astype(str) for c in cols})
-    h = pd.util.hash_pandas_object(norm, index=False).to_numpy()
     keep = codes >= 0
-    np.add.at(acc, codes[keep], h[keep])
+    np.add.at(acc, codes[keep], row_hashes(df, cols)[keep])
     return acc
 
 def page_fingerprints(res:dict, pages:pd.DataFrame, vlm_items=None, ocr=None, params:str='')->np.ndarray:
@@ -451,45 +420,31 @@ def page_fingerprints(res:dict, pages:pd.DataFrame, vlm_items=None, ocr=None, pa
     parts = {'det': _hash_rows(det, [c for c in ('panel_index', 'x', 'y', 'w', 'h', 'score', 'order') if c in det], det._c.to_numpy(), P),
              'vlm': _hash_rows(vlm, ['vlm_index', 'ymin', 'xmin', 'ymax', 'xmax', 'n_text', 'description'], vlm._c.to_numpy(), P)}
     if vlm_items is not None: parts['items'] = _hash_rows(vlm_items, VLM_ITEM_COLUMNS, _codes(vlm_items.page_id, ids), P)
-    if ocr is not None: parts['ocr'] = _hash_rows(ocr, [c for c in ('text', 'panel_index', 'balloon_index', 'order') if c in ocr], _codes(ocr.page_id, ids), P)
-    meta = pages.reindex(columns=['page_id', 'width', 'height', 'image_path', 'source', 'container', 'entry']).astype(str)
+    if ocr is not None: parts['ocr'] = _hash_rows(ocr, [c for c in ('text', 'score', 'panel_index', 'balloon_index', 'order', 'kind') if c in ocr], _codes(ocr.page_id, ids), P)
+    meta = pages.reindex(columns=['page_id', 'width', 'height', 'image_path', 'source', 'container', 'entry', 'image_ok',
+                                  'canonical']).astype(str)
     parts['meta'] = pd.util.hash_pandas_object(meta.assign(_p=params), index=False).to_numpy()
     h = pd.util.hash_pandas_object(pd.DataFrame(parts), index=False).to_numpy()
     return np.array([format(int(x), '016x') for x in h], dtype=object)
 
 # %% ../nbs/40_align.ipynb #e0d51483
-def _progress_dir(out): return os.path.join(os.path.dirname(Layout(out).quality), 'progress')
-def _tag(shard, num_shards): return f'shard-{shard:03d}-of-{num_shards:03d}'
-
-def previous_fingerprints(out, shard:int=0, num_shards:int=1)->dict:
-    "`{page_id: fingerprint}` of DataSpec files written by earlier runs (quality tables and progress notes)"
-    frames = []
-    q = read_table(Layout(out).quality, columns=None)
-    if q is not None and 'fingerprint' in q: frames.append(q.loc[q.status == 'ok', ['page_id', 'fingerprint']])
-    frames += [pd.read_parquet(f) for f in sorted(glob.glob(os.path.join(_progress_dir(out), f'{_tag(shard, num_shards)}-*.parquet')))]
-    if not frames: return {}
-    df = pd.concat(frames, ignore_index=True).drop_duplicates('page_id', keep='last')
-    return dict(zip(df.page_id, df.fingerprint))
-
-def quality_path(out, shard:int=0, num_shards:int=1)->str:
-    "`OUT/align/quality.parquet`, or its shard part while shards run"
-    p = Layout(out).quality
-    return p if num_shards == 1 else p.replace('.parquet', f'.{_tag(shard, num_shards)}.parquet')
-
-# %% ../nbs/40_align.ipynb #b885033a
-def finish_align(out, num_shards:int=1)->dict|None:
-    "Merge shard quality parts (once all are there) into `quality.parquet`; write the subset lists and the skip log"
-    L = Layout(out)
-    if num_shards > 1:
-        parts = [quality_path(out, s, num_shards) for s in range(num_shards)]
-        if not all(os.path.exists(p) for p in parts): return None
-        atomic_write_parquet(L.quality, pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True))
-    q = pd.read_parquet(L.quality)
-    skips = q.loc[q.status != 'ok', ['page_id', 'status', 'reason']]
-    atomic_write_parquet(os.path.join(os.path.dirname(L.quality), 'skips.parquet'), skips)
-    from comix.paths import atomic_write_text
-    atomic_write_text(os.path.join(os.path.dirname(L.quality), 'skips.csv'), skips.to_csv(index=False))
-    return write_lists(q, out)
+class PageSlicer:
+    "A table sorted by page once; `take(page_ids)` gives those pages' rows without scanning it"
+    def __init__(self, df:pd.DataFrame|None, ids):
+        self.df = df
+        if df is None: return
+        c = pd.Index(ids).get_indexer(pd.Index(df.page_id))
+        o = np.argsort(c, kind='stable'); c = c[o]
+        self.rows, n = o[c >= 0], len(ids)
+        c = c[c >= 0]
+        self.start, self.end = np.searchsorted(c, np.arange(n)), np.searchsorted(c, np.arange(n), side='right')
+        self.code = pd.Index(ids)
+    def take(self, page_ids)->pd.DataFrame|None:
+        if self.df is None: return None
+        k = self.code.get_indexer(pd.Index(page_ids)); k = k[k >= 0]
+        s, e = self.start[k], self.end[k]
+        idx = np.repeat(s - np.cumsum(np.r_[0, (e - s)[:-1]]), e - s) + np.arange((e - s).sum())
+        return self.df.iloc[self.rows[idx]]
 
 # %% ../nbs/40_align.ipynb #8fe48119
 def _provenance(inp, detector, params, fps):
@@ -501,113 +456,119 @@ def _provenance(inp, detector, params, fps):
     return lambda pid: {'stage': 'align', 'comix_version': __version__, 'detector': detector, 'detector_weights': w.get(pid),
                         'vlm': inp['vlm_meta'].get(pid), 'ocr': pid in has_ocr, 'params': params, 'fingerprint': fps.get(pid)}
 
-def _write_pages(out, res, inp, todo, prov, fps, shard, num_shards, progress, batch=2000):
-    "Write the DataSpec of page codes `todo`; returns {page_id: exception} for pages that failed"
-    from tqdm.auto import tqdm
-    errors, pdir, n = {}, _progress_dir(out), [0]
-    def note(done):
-        n[0] += 1
-        atomic_write_parquet(os.path.join(pdir, f'{_tag(shard, num_shards)}-{n[0]:06d}.parquet'),
-                             pd.DataFrame({'page_id': done, 'fingerprint': [fps[p] for p in done]}))
-    docs = dataspec_docs(res, inp['pages'], todo, inp['vlm_items'], inp['ocr'], prov, errors)
-    write_dataspecs(tqdm(docs, total=len(todo), desc='align', disable=not progress or len(todo) < 1000), out, batch, note)
-    return errors
+add_reasons({'missing_image': ('skipped', "the page's archive or folder is gone"),
+             'no_dets_after_threshold': ('skipped', 'no detected panel scores at least `min_det_score`'),
+             'equal_count_mismatch': ('skipped', 'detector and VLM panel counts differ (`require_equal_counts`)'),
+             'zero_pairs': ('skipped', 'no detected panel could be given a text source (no VLM panel, no OCR line)'),
+             'write_error': ('error', 'an output file could not be written (disk full, permissions, a file in the way)')})
 
 # %% ../nbs/40_align.ipynb #6999c0a5
-def _audit(q, todo_ids, done, errors, secs)->pd.DataFrame:
-    "One audit row per page of the run"
-    a = pd.DataFrame({'page_id': q.page_id, 'status': q.status, 'reason': q.reason, 'detail': '', 'seconds': 0.0})
-    a.loc[done, ['status', 'reason']] = ['skipped', 'already_done']
-    w = a.page_id.isin(todo_ids).to_numpy()
-    a.loc[w, 'seconds'] = secs / max(int(w.sum()), 1)
-    if errors:
-        e = a.page_id.isin(list(errors)).to_numpy()
-        a.loc[e, 'status'] = 'error'
-        a.loc[e, 'reason'] = [f'exception:{type(errors[p]).__name__}' for p in a.page_id[e]]
-        a.loc[e, 'detail'] = [str(errors[p])[:500] for p in a.page_id[e]]
-    return a
-
-def _remove_stale(out, prev:dict, keep:set)->int:
-    "Delete DataSpec files written earlier for pages that no longer qualify"
-    n = 0
-    for p in set(prev) - keep:
-        f = Layout(out).dataspec(p)
-        if os.path.exists(f): os.remove(f); n += 1
-    return n
+class AlignStage(Stage):
+    "Detections x text -> quality table, DataSpec pages, training lists"
+    name, table, chunk, sort, columns = 'align', 'align/quality', 5000, ['page_id'], QUALITY_COLUMNS
+    needs = ('manifest', 'detect')
+    def __init__(self, detector:str='classical', min_text_coverage:float=0.5, min_det_score:float=0.0,
+                 iou_thr:float=0.5, pair_iou:float=0.1, require_equal_counts:bool=False, check_images:bool=True,
+                 images=None, legacy_coco=None, legacy_vlm_dir=None):
+        self.detector, self.images, self.legacy = detector, images, (legacy_coco, legacy_vlm_dir)
+        self.kw = dict(min_text_coverage=min_text_coverage, min_det_score=min_det_score, iou_thr=iou_thr,
+                       pair_iou=pair_iou, require_equal_counts=require_equal_counts)
+        self.check_images = check_images
+    def __getstate__(self): return {k: v for k, v in self.__dict__.items() if k != '_inp'}
+    def params(self): return dict(detector=self.detector, check_images=self.check_images, images=self.images, **self.kw)
+    def prepare(self, ctx):
+        if any(self.legacy):
+            from comix.legacy import import_legacy
+            import_legacy(ctx.out, *self.legacy)
+    def inputs(self, ctx)->dict:
+        "The input tables of every page (read once per process)"
+        if getattr(self, '_inp', None) is None:
+            inp = load_inputs(ctx.out, self.detector, check_images=self.check_images)
+            if self.images is not None: inp['pages']['image_path'] = image_files(inp['pages'], self.images)
+            self._inp = inp
+        return self._inp
 
 # %% ../nbs/40_align.ipynb #8f3f4e6a
-def run_align(out,                          # the run's output folder
-              detector:str='classical',     # detections from `OUT/detect/<detector>.parquet`
-              min_text_coverage:float=0.5,  # the seed's text-coverage bar
-              min_det_score:float=0.0,      # drop detected panels scoring below this
-              iou_thr:float=0.5, pair_iou:float=0.1,
-              require_equal_counts:bool=False, # skip pages whose panel counts differ (seed's strict mode)
-              shard:int=0, num_shards:int=1,
-              check_images:bool=True,       # skip pages whose container file is gone
-              force:bool=False,             # rewrite every DataSpec, even unchanged ones
-              batch:int=2000,               # pages per disk flush and progress note
-              images=None,                  # folder to copy page images to, so `page_image_path` is a plain file
-              progress:bool=True, show:bool=True)->dict:
-    "Stage `align`: quality table, DataSpec files, lists, skip log and audit for one shard of `out`"
-    t0 = time.perf_counter()
-    inp = load_inputs(out, detector, shard, num_shards, check_images)
-    if images is not None: inp['pages']['image_path'] = image_files(inp['pages'], images)
-    kw = dict(min_text_coverage=min_text_coverage, min_det_score=min_det_score, iou_thr=iou_thr, pair_iou=pair_iou, require_equal_counts=require_equal_counts)
-    res = align_tables(inp['pages'], inp['det'], inp['vlm'], inp['ocr'], **kw)
+@patch
+def unit_inputs(self:AlignStage, ctx, units):
+    inp = self.inputs(ctx)
+    pages = inp['pages'].set_index('page_id').reindex(units).reset_index()
+    res = align_tables(pages, inp['det'], inp['vlm'], inp['ocr'], **self.kw)
+    fps = page_fingerprints(res, pages, inp['vlm_items'], inp['ocr'], json.dumps(self.params(), sort_keys=True))
+    return fps.tolist()
+
+@patch
+def input_problems(self:AlignStage, ctx):
+    inp, ids = self.inputs(ctx), set(ctx.manifest().page_id)
+    rows = box_problems(inp['raw_det'], f'detect/{self.detector}', ids)
+    for name, df in (('text/vlm', inp['vlm']), ('text/ocr', inp['ocr'])):
+        if df is not None and len(df):
+            out = df.page_id[~df.page_id.isin(ids)].value_counts()
+            rows += [dict(page_id=p, reason='not_in_manifest', detail=f'{name}: {k} rows') for p, k in out.items()]
+    return rows
+
+@patch
+def setup(self:AlignStage, ctx):
+    inp = self.inputs(ctx); ids = inp['pages'].page_id
+    return dict(inp=inp, sl={k: PageSlicer(inp[k], ids) for k in ('pages', 'det', 'vlm', 'vlm_items', 'ocr')})
+
+# %% ../nbs/40_align.ipynb #9ae785db
+@patch
+def process(self:AlignStage, ctx, state, units):
+    sl, inp = state['sl'], state['inp']
+    pages = sl['pages'].take(units).reset_index(drop=True)
+    ocr, items = sl['ocr'].take(units), sl['vlm_items'].take(units)
+    res = align_tables(pages, sl['det'].take(units), sl['vlm'].take(units), ocr, **self.kw)
     q = res['quality']
-    params = json.dumps(dict(detector=detector, **kw), sort_keys=True)
-    q['fingerprint'] = page_fingerprints(res, inp['pages'], inp['vlm_items'], inp['ocr'], params)
-    fps, prev = dict(zip(q.page_id, q.fingerprint)), ({} if force else previous_fingerprints(out, shard, num_shards))
-    ok = (q.status == 'ok').to_numpy()
-    done = ok & (q.page_id.map(prev).to_numpy() == q.fingerprint.to_numpy())
-    root = os.path.abspath(Layout(out).dataspec_dir)
-    done[done] = [os.path.exists(spec_path(root, p)) for p in q.page_id[done]]
-    todo = np.flatnonzero(ok & ~done)
-    stale = _remove_stale(out, {p: f for p, f in prev.items() if p in fps}, set(q.page_id[ok]))
-    t1 = time.perf_counter()
-    if images is not None and len(todo):
+    fps = dict(zip(pages.page_id, page_fingerprints(res, pages, items, ocr, json.dumps(self.params(), sort_keys=True))))
+    ok = np.flatnonzero((q.status == 'ok').to_numpy())
+    if self.images is not None and len(ok):
         from comix.extract import extract_to
-        extract_to(out, images, q.page_id.iloc[todo].tolist())
-    errors = _write_pages(out, res, inp, todo, _provenance(inp, detector, json.loads(params), fps), fps, shard, num_shards, progress, batch)
-    audit = _audit(q, set(q.page_id.iloc[todo]), done, errors, time.perf_counter() - t1)
-    q.loc[audit.status.eq('error').to_numpy(), ['status', 'reason']] = audit.loc[audit.status.eq('error'), ['status', 'reason']].to_numpy()
-    atomic_write_parquet(quality_path(out, shard, num_shards), q)
-    write_audit(audit, out, 'align', shard, num_shards)
-    for f in glob.glob(os.path.join(_progress_dir(out), f'{_tag(shard, num_shards)}-*.parquet')): os.remove(f)
-    lists = finish_align(out, num_shards)
-    table = reconcile(audit, len(q), 'align', show=show)
-    if show: print(f'align: {len(todo) - len(errors)} DataSpec written, {int(done.sum())} unchanged, {stale} stale removed, '
-                   f'lists {lists}, {time.perf_counter() - t0:.1f}s')
-    return dict(quality=q, audit=audit, reconciliation=table, written=len(todo) - len(errors), lists=lists, stale_removed=stale)
+        extract_to(ctx.out, self.images, q.page_id.iloc[ok].tolist())
+    errors = {}
+    docs = dataspec_docs(res, pages, ok, items, ocr, _provenance(inp, self.detector, self.params(), fps), errors)
+    write_dataspecs(docs, ctx.out, batch=len(ok) + 1, errors=errors)
+    why = lambda e: 'write_error' if isinstance(e, OSError) else 'internal_error'
+    done = [Done(p, status='error', reason=why(errors[p]), detail=repr(errors[p])[:500]) if p in errors else Done(p, status=s, reason=r)
+            for p, s, r in zip(q.page_id, q.status, q.reason)]
+    yield Batch(done, q[~q.page_id.isin(errors)])
 
-# %% ../nbs/40_align.ipynb #c2c5b0f3
-def write_inputs(out, T:dict, detector:str='classical'):
-    "Write `truth_tables` output as `OUT/detect/<detector>.parquet`, `OUT/text/vlm/*.json` and `OUT/text/ocr.parquet`"
-    from comix.dataspec import _write_fast
-    L = Layout(out); root = os.path.abspath(L.text_dir('vlm'))
-    atomic_write_parquet(L.detect(detector), T['det'].assign(detector=detector, weights=None))
-    for d in T['docs']:                       # tmp + rename per file; one disk flush at the end
-        _write_fast(spec_path(root, d['page_id']), json.dumps({'page_id': d['page_id'], 'result': d['result'],
-                    'provenance': {'backend': 'synthetic', 'model': 'truth', 'prompt_version': None}}))
-    os.sync()
-    atomic_write_parquet(L.text_table('ocr'), T['ocr'].assign(polygon=[[]] * len(T['ocr'])))
+# %% ../nbs/40_align.ipynb #ae7257f3
+@patch
+def finish(self:AlignStage, ctx, table, audit):
+    d = os.path.dirname(ctx.layout.quality)
+    skips = table.loc[table.status != 'ok', ['page_id', 'status', 'reason']]
+    atomic_write_parquet(os.path.join(d, 'skips.parquet'), skips)
+    atomic_write_text(os.path.join(d, 'skips.csv'), skips.to_csv(index=False))
+    self.lists = write_lists(table, ctx.out)
+    gone = [p for p in table.page_id[table.status != 'ok'] if os.path.exists(ctx.layout.dataspec(p))]
+    for p in gone: os.remove(ctx.layout.dataspec(p))
+    self.stale_removed = len(gone)
 
-def synthetic_run(out, root, n_pages:int=6, seed:int=0, size=(400, 600), detector:str='classical', **kw)->dict:
-    "Synthetic book under `root` (source `synth`), its manifest in `out`, and detector/VLM/OCR inputs from its truth"
-    from comix.synth import synth_book
-    from comix.extract import run_extract
-    from comix.paths import make_page_id
-    bt = synth_book(Path(root, 'Synth Book 001.cbz'), n_pages=n_pages, seed=seed, size=size, layouts=['grid', 'borderless', 'irregular'])
-    run_extract({'synth': str(root)}, out, workers=1, progress=False, show=False)
-    truths = {make_page_id('synth', 'Synth Book 001', p['page_index']): p for p in bt['pages']}
-    T = truth_tables(truths, **kw)
-    write_inputs(out, T, detector)
-    return dict(truths=truths, **T)
+def run_align(out, detector:str='classical', shard:int=0, num_shards:int=1, redo:bool=False, progress:bool=True,
+              show:bool=True, **kw):
+    "Stage `align` as one call: keywords of `AlignStage`, then of `run_stage`"
+    sk = {k: kw.pop(k) for k in list(kw) if k in AlignStage.__init__.__code__.co_varnames}
+    return run_stage(AlignStage(detector, **sk), out, shard, num_shards, redo=redo, progress=progress, show=show, **kw)
+
+# %% ../nbs/40_align.ipynb #4f719f43
+@patch
+def report(self:AlignStage, ctx):
+    import matplotlib; matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    q = pd.read_parquet(ctx.layout.quality)
+    fig, ax = plt.subplots(1, 2, figsize=(8, 2.6), dpi=80)
+    q.quality.value_counts().sort_index().plot.bar(ax=ax[0], title='quality (0-4)')
+    q.quality_source.value_counts().plot.bar(ax=ax[1], title='score made from')
+    plt.tight_layout()
+    why = q.groupby(['status', 'reason']).size().rename('pages').reset_index()
+    lists = pd.Series(write_lists(q, ctx.out), name='pages').rename_axis('list').reset_index()
+    return Section('align', f'<p>{int((q.status == "ok").sum())} of {len(q)} pages have a DataSpec page.</p>',
+                   [('scores', figure_image(fig))], [('pages by status', why), ('training lists', lists)])
 
 # %% ../nbs/40_align.ipynb #0a1dbbbf
-def align_parser():
-    "The `comix align` argument parser"
-    p = stage_parser('comix align', 'detections x text -> OUT/align/quality.parquet, OUT/dataspec/<page_id>.json, lists, audit')
+@patch(cls_method=True)
+def add_args(cls:AlignStage, p):
     p.add_argument('--detector', default=None, help='detections to use: OUT/detect/<detector>.parquet (default classical, or legacy)')
     p.add_argument('--min-text-coverage', type=float, default=0.5, help="the seed's text-coverage bar for the score")
     p.add_argument('--min-det-score', type=float, default=0.0, help='drop detected panels scoring below this')
@@ -615,22 +576,16 @@ def align_parser():
     p.add_argument('--pair-iou', type=float, default=0.1, help='lowest IoU that pairs a VLM panel with a detected one')
     p.add_argument('--require-equal-counts', action='store_true', help='skip pages whose panel counts differ')
     p.add_argument('--no-check-images', action='store_true', help="do not check that each page's container exists")
-    p.add_argument('--force', action='store_true', help='rewrite every DataSpec file')
-    p.add_argument('--batch', type=int, default=2000, help='pages per disk flush and progress note')
     p.add_argument('--images', help='copy page images here and point page_image_path at them (for trainers that open files)')
     p.add_argument('--legacy-coco', help='import a COCO predictions file keyed by image paths first')
     p.add_argument('--legacy-vlm-dir', help='import a folder of legacy VLM JSON first')
-    p.add_argument('--no-progress', action='store_true')
-    return p
+
+@patch(cls_method=True)
+def from_args(cls:AlignStage, args, cfg):
+    det = args.detector or ('legacy' if args.legacy_coco else 'classical')
+    return cls(det, args.min_text_coverage, args.min_det_score, args.iou, args.pair_iou, args.require_equal_counts,
+               not args.no_check_images, args.images, args.legacy_coco, args.legacy_vlm_dir)
 
 def main(argv:list|None=None)->int:
     "Entry point of `comix align`"
-    args = align_parser().parse_args(argv)
-    cfg = stage_config(args)
-    if args.legacy_coco or args.legacy_vlm_dir:
-        from comix.legacy import import_legacy
-        import_legacy(cfg['out'], args.legacy_coco, args.legacy_vlm_dir)
-    det = args.detector or ('legacy' if args.legacy_coco else 'classical')
-    r = run_align(cfg['out'], det, args.min_text_coverage, args.min_det_score, args.iou, args.pair_iou, args.require_equal_counts,
-                  args.shard, args.num_shards, not args.no_check_images, args.force, args.batch, args.images, not args.no_progress)
-    return 0 if not (r['audit'].status == 'error').any() else 1
+    return stage_main(AlignStage, argv)

@@ -22,13 +22,15 @@ COMMANDS = {
     'pss':     ('comix.pss', 'page types / page stream segmentation'),
     'train':   ('comix.train', 'train the panel encoder'),
     'embed':   ('comix.embed', 'panel embeddings into Zarr'),
-    'query':   ('comix.query', 'FAISS search index and queries'),
+    'index':   ('comix.index', 'FAISS and keyword indexes over the embeddings'),
+    'query':   ('comix.query', 'search panels by text, image, panel or page'),
+    'pipeline': ('comix.pipeline', 'every stage in order, then OUT/report.html'),
 }
 
 def _usage()->str:
     lines = ['usage: comix <command> [args]', '', 'commands:']
-    lines += [f'  {k:<8} {v[1]}' for k, v in COMMANDS.items()]
-    lines += ['  run      run a stage notebook with papermill: comix run <stage> -p key value ...', '',
+    lines += [f'  {k:<9} {v[1]}' for k, v in COMMANDS.items()]
+    lines += ['  run       run a stage notebook with papermill: comix run <stage> -p key value ...', '',
               '`comix <command> --help` for the flags of one command.']
     return '\n'.join(lines)
 
@@ -84,9 +86,14 @@ def run_parser()->argparse.ArgumentParser:
     p.add_argument('stage', help='notebook path, notebook name (10_extract) or stage name (extract)')
     p.add_argument('-p', '--parameter', nargs=2, action='append', default=[], metavar=('NAME', 'VALUE'), help='parameter (YAML value)')
     p.add_argument('-r', '--raw', nargs=2, action='append', default=[], metavar=('NAME', 'VALUE'), help='parameter (raw string)')
-    p.add_argument('--out', help='output folder; sets the `out` parameter and holds runs/<stage>/')
+    p.add_argument('--out', help='output folder: holds runs/<stage>/, and sets the `out` parameter where there is one')
+    p.add_argument('--config', help='sets the `config` parameter (a YAML config file)')
     p.add_argument('--shard', type=int, help='sets the `shard` parameter')
     p.add_argument('--num-shards', type=int, help='sets the `num_shards` parameter')
+    p.add_argument('--workers', type=int, help='sets the `workers` parameter')
+    p.add_argument('--limit', type=int, help='sets the `limit` parameter')
+    p.add_argument('--redo', action='store_const', const=True, help='sets `redo = True`')
+    p.add_argument('--retry-errors', action='store_const', const=True, help='sets `retry_errors = True`')
     p.add_argument('--nbs', help='folder of the stage notebooks')
     p.add_argument('--kernel', default='python3', help='Jupyter kernel name (default: python3)')
     p.add_argument('--log-dir', help='where the executed notebook goes (default: <out>/runs/<stage>)')
@@ -96,8 +103,9 @@ def run_parser()->argparse.ArgumentParser:
 def collect_parameters(args, declared:dict)->dict:
     "Parameters from parsed `comix run` arguments, checked against the notebook's declared ones"
     params = {k: yaml.safe_load(v) for k, v in args.parameter} | {k: v for k, v in args.raw}
-    for flag, name in (('out', 'out'), ('shard', 'shard'), ('num_shards', 'num_shards')):
-        if getattr(args, flag) is not None: params[name] = os.path.abspath(args.out) if flag == 'out' else getattr(args, flag)
+    for name in ('config', 'shard', 'num_shards', 'workers', 'limit', 'redo', 'retry_errors'):
+        if getattr(args, name) is not None: params[name] = getattr(args, name)
+    if args.out is not None and 'out' in declared: params['out'] = os.path.abspath(args.out)
     for k, v in params.items(): check_secret(k, v)
     unknown = sorted(set(params) - set(declared))
     if unknown: raise ValueError(f'unknown parameter(s) {unknown}; this notebook declares {sorted(declared)}')
@@ -136,7 +144,8 @@ def run_main(argv:list|None=None)->int:
         declared = declared_parameters(nb)
         params = collect_parameters(args, declared)
     except (ValueError, FileNotFoundError) as e: print(f'comix run: {e}', file=sys.stderr); return 2
-    log_dir = args.log_dir or (Layout(params['out']).runs(stage_name(nb)) if params.get('out') else Path('runs')/stage_name(nb))
+    where = params.get('out') or args.out
+    log_dir = args.log_dir or (Layout(os.path.abspath(where)).runs(stage_name(nb)) if where else Path('runs')/stage_name(nb))
     try: out = run_notebook(str(nb), params, log_dir, kernel=args.kernel)
     except pm.PapermillExecutionError as e:
         print(f'comix run: {nb.name} failed in cell {e.exec_count}: {e.ename}: {e.evalue}\n'

@@ -53,17 +53,6 @@ def dataspec_page(page_id:str,            # canonical page id
             'quality': quality or {}, 'provenance': provenance or {}}
 
 # %% ../nbs/40a_dataspec.ipynb #fe434ef7
-def _write_fast(path:str, s:str):
-    "Atomic (tmp + rename) write without a per-file fsync"
-    d = os.path.dirname(path)
-    tmp = os.path.join(d, f'.{os.path.basename(path)}.{os.getpid()}.tmp')
-    try:
-        with open(tmp, 'w', encoding='utf-8') as f: f.write(s)
-    except FileNotFoundError:
-        os.makedirs(d, exist_ok=True)
-        with open(tmp, 'w', encoding='utf-8') as f: f.write(s)
-    os.replace(tmp, path)
-
 def spec_path(root:str, page_id:str)->str:
     "`root/<page_id>.json` (local folders; a fast `comix.paths.page_path`)"
     if '..' in page_id.split('/'): return page_path(root, page_id)   # raises
@@ -72,12 +61,16 @@ def spec_path(root:str, page_id:str)->str:
 def write_dataspecs(docs,                 # iterable of DataSpec documents
                     out,                  # output folder (files go to OUT/dataspec/<page_id>.json)
                     batch:int=2000,       # pages between two disk flushes
-                    on_batch=None         # called with the page ids of each flushed batch
+                    on_batch=None,        # called with the page ids of each flushed batch
+                    errors:dict|None=None # when given, a page that cannot be written is noted here (page_id -> error)
                    )->int:
     "Write each document to `Layout(out).dataspec(page_id)`; returns how many"
     root, n, done = os.path.abspath(Layout(out).dataspec_dir), 0, []
     for doc in docs:
-        _write_fast(spec_path(root, doc['page_id']), json.dumps(doc, ensure_ascii=False, separators=(',', ':')))
+        try: atomic_write_text(spec_path(root, doc['page_id']), json.dumps(doc, ensure_ascii=False, separators=(',', ':')), sync=False)
+        except OSError as e:
+            if errors is None: raise
+            errors[doc['page_id']] = e; continue
         done.append(doc['page_id']); n += 1
         if len(done) >= batch:
             os.sync()
@@ -136,17 +129,18 @@ def read_dataspec(path,                 # a DataSpec JSON file (or an already lo
     return {'page_id': d.get('page_id'), 'image': img, 'size': size, 'panels': panels}
 
 # %% ../nbs/40a_dataspec.ipynb #dfdfb905
-LISTS = {'perfect': 'is_perfect_match', 'near_perfect': 'is_near_perfect', 'high_quality': 'is_high_quality'}
+LISTS = {'perfect': 'is_perfect_match', 'near_perfect': 'is_near_perfect', 'high_quality': 'is_high_quality',
+         'high_quality_ocr': 'is_high_quality_ocr'}
 
 def write_lists(quality:pd.DataFrame, # the quality table (page_id, status, canonical and the LISTS flags)
                 out                   # output folder
                )->dict:
-    "Write `OUT/dataspec/lists/{perfect,near_perfect,high_quality}.txt`; returns the count of each"
+    "Write `OUT/dataspec/lists/<name>.txt` for each of `LISTS`; returns the count of each"
     L = Layout(out); root = os.path.abspath(L.dataspec_dir)
     base = quality[(quality.status == 'ok') & quality.canonical.astype(bool)]
     counts = {}
     for name, col in LISTS.items():
-        ids = base.page_id[base[col].astype(bool)].sort_values()
+        ids = base.page_id[base[col].astype(bool)].sort_values() if col in base else base.page_id[:0]
         atomic_write_text(Path(L.lists_dir, f'{name}.txt'), ''.join(spec_path(root, p) + '\n' for p in ids))
         counts[name] = len(ids)
     return counts

@@ -4,16 +4,17 @@
 
 # %% ../nbs/20_detect.ipynb #899b10de
 from __future__ import annotations
-import json, os, sys, time, uuid
+import json, os, sys, time
+from dataclasses import asdict
 from pathlib import Path
 import numpy as np, pandas as pd
-from .paths import (Audit, Layout, atomic_write_json, atomic_write_parquet, select_shard, stage_parser, stage_config,
-                         write_audit, read_audit, reconcile)
+from fastcore.basics import patch
+from .paths import Layout, ConfigError, atomic_write_json
+from .stage import Stage, Done, Section, run_stage, stage_main
 from .panels import PanelParams, detect_panels, reading_order
 
 # %% auto #0
-__all__ = ['DETECT_COLUMNS', 'panel_rows', 'make_detector', 'to_coco', 'read_coco', 'done_pages', 'merge_detections',
-           'run_detect', 'detect_parser', 'main']
+__all__ = ['DETECT_COLUMNS', 'panel_rows', 'make_detector', 'to_coco', 'read_coco', 'DetectStage', 'run_detect', 'main']
 
 # %% ../nbs/20_detect.ipynb #0eedf634
 DETECT_COLUMNS = ['page_id', 'panel_index', 'x', 'y', 'w', 'h', 'score', 'order', 'detector', 'weights']
@@ -36,8 +37,8 @@ def make_detector(detector:str='classical',   # 'classical' or 'frcnn'
     "A function `images -> [(boxes N x 4 in reading order, scores)]` and the weights it records"
     if detector == 'classical':
         return (lambda ims: [(detect_panels(im, params, rtl=rtl), None) for im in ims]), ''
-    if detector != 'frcnn': raise ValueError(f"unknown detector {detector!r}; expected 'classical' or 'frcnn'")
-    if not weights: raise ValueError('the frcnn detector needs --weights PATH (a local checkpoint; nothing is downloaded)')
+    if detector != 'frcnn': raise ConfigError(f"unknown detector {detector!r}; expected 'classical' or 'frcnn'")
+    if not weights: raise ConfigError('the frcnn detector needs --weights PATH (a local checkpoint; nothing is downloaded)')
     from comix.frcnn import load_frcnn, predict_frcnn
     model = load_frcnn(weights, device=device)
     def run(ims):
@@ -73,48 +74,50 @@ def read_coco(path_or_dict, detector:str='coco', category=1)->pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 # %% ../nbs/20_detect.ipynb #fab18550
-def _parts(out, detector):
-    return Path(Layout(out).detect(detector)).with_suffix('.parts')
-
-def done_pages(out, detector:str='classical')->set:
-    "Page ids whose detections are committed under `out` (pages that failed are tried again)"
-    d = _parts(out, detector)
-    fs = sorted(d.glob('*.done.parquet')) if d.exists() else []
-    if not fs: return set()
-    a = pd.concat([pd.read_parquet(f) for f in fs])
-    return set(a.page_id[a.status == 'ok'])
-
-def _commit(out, detector, rows, audit_rows):
-    "Write one chunk: rows first, then the done marker"
-    d = _parts(out, detector); name = uuid.uuid4().hex[:12]
-    atomic_write_parquet(d/f'{name}.parquet', rows.reset_index(drop=True) if len(rows) else pd.DataFrame(columns=DETECT_COLUMNS))
-    atomic_write_parquet(d/f'{name}.done.parquet', pd.DataFrame(audit_rows, columns=['page_id', 'status', 'reason', 'detail', 'seconds']))
-
-def merge_detections(out, detector:str='classical', manifest:pd.DataFrame|None=None)->pd.DataFrame:
-    "Merge the committed chunks into OUT/detect/<detector>.parquet and .coco.json"
-    d = _parts(out, detector)
-    fs = [f.with_name(f.name.replace('.done.parquet', '.parquet')) for f in sorted(d.glob('*.done.parquet'))] if d.exists() else []
-    det = pd.concat([pd.read_parquet(f) for f in fs], ignore_index=True) if fs else pd.DataFrame(columns=DETECT_COLUMNS)
-    det = det.drop_duplicates(['page_id', 'panel_index']).sort_values(['page_id', 'panel_index'], ignore_index=True)
-    atomic_write_parquet(Layout(out).detect(detector), det[DETECT_COLUMNS])
-    atomic_write_json(Layout(out).coco(detector), to_coco(det, manifest))
-    return det
+class DetectStage(Stage):
+    "Panels and reading order for every page of the manifest"
+    name, chunk, columns, sort = 'detect', 32, DETECT_COLUMNS, ['page_id', 'panel_index']
+    def __init__(self, detector:str='classical', weights:str|None=None, rtl:bool=False, params:PanelParams|None=None,
+                 score_thresh:float=0.5, batch_size:int=4, device:str='cpu'):
+        if detector not in ('classical', 'frcnn'): raise ConfigError(f"unknown detector {detector!r}; expected 'classical' or 'frcnn'")
+        if detector == 'frcnn' and not weights: raise ConfigError('the frcnn detector needs --weights PATH (a local checkpoint)')
+        self.detector, self.weights, self.rtl, self.params_ = detector, weights, rtl, params or PanelParams()
+        self.score_thresh, self.batch_size, self.device = score_thresh, batch_size, device
+    @property
+    def variant(self): return self.detector
+    def table_path(self, layout): return layout.detect(self.detector)
+    def params(self):
+        p = dict(detector=self.detector, rtl=self.rtl)
+        if self.detector == 'classical': return dict(p, panel_params=asdict(self.params_))
+        return dict(p, weights=os.fspath(self.weights), score_thresh=self.score_thresh)
+    def setup(self, ctx):
+        run, w = make_detector(self.detector, self.weights, self.rtl, self.params_, self.score_thresh, self.batch_size, self.device)
+        sizes = ctx.manifest().set_index('page_id')[['width', 'height']]
+        return dict(run=run, weights=w, sizes=dict(zip(sizes.index, zip(sizes.width, sizes.height))))
 
 # %% ../nbs/20_detect.ipynb #f8466fdf
-def _detect_chunk(reader, ids, sizes, run, detector, weights, max_side):
-    "Detect panels on pages `ids`; returns rows and audit rows (errors are audited, not raised)"
-    rows, audit = [], []
-    for pid in ids:
-        t0 = time.perf_counter()
-        try:
-            im = reader.image(pid, max_side=max_side); W, H = sizes[pid]; w, h = im.size
-            boxes, scores = run([im])[0]
-            s = np.array([W/w, H/h, W/w, H/h])
-            rows.append(panel_rows(pid, np.asarray(boxes, float).reshape(-1, 4)*s, scores, detector, weights))
-            audit.append((pid, 'ok', '', '', time.perf_counter() - t0))
+@patch
+def process(self:DetectStage, ctx, state, units):
+    side = self.params_.max_side if self.detector == 'classical' else 1333
+    step = 1 if self.detector == 'classical' else self.batch_size
+    for i in range(0, len(units), step):
+        ims = {}
+        for pid in units[i:i + step]:
+            try: ims[pid] = ctx.reader().image(pid, max_side=side)
+            except Exception as e: yield Done(pid, status='error', reason='unreadable_page', detail=f'{type(e).__name__}: {e}')
+        if not ims: continue
+        try: found = state['run'](list(ims.values()))
         except Exception as e:
-            audit.append((pid, 'error', type(e).__name__.lower(), str(e)[:500], time.perf_counter() - t0))
-    return (pd.concat(rows) if rows else pd.DataFrame(columns=DETECT_COLUMNS)), audit
+            for pid in ims: yield Done(pid, status='error', reason='model_error', detail=f'{type(e).__name__}: {e}')
+            continue
+        for (pid, im), (boxes, scores) in zip(ims.items(), found):
+            W, H = state['sizes'][pid]; w, h = im.size
+            b = np.asarray(boxes, float).reshape(-1, 4) * np.array([W/w, H/h, W/w, H/h])
+            yield Done(pid, panel_rows(pid, b, scores, self.detector, state['weights']))
+
+@patch
+def finish(self:DetectStage, ctx, table, audit):
+    atomic_write_json(ctx.layout.coco(self.detector), to_coco(table, ctx.manifest()))
 
 # %% ../nbs/20_detect.ipynb #02463089
 def run_detect(out,                          # output folder holding the manifest
@@ -123,55 +126,39 @@ def run_detect(out,                          # output folder holding the manifes
                shard:int=0, num_shards:int=1,
                rtl:bool=False,               # right-to-left reading order for every page (manga)
                params:PanelParams|None=None, # classical knobs
-               score_thresh:float=0.5, batch_size:int=4,
-               chunk:int=64,                 # pages per committed chunk
-               progress:bool=True, show:bool=True)->dict:
-    "Detect panels on this shard's pages of OUT's manifest; resumable; writes detections, COCO and audit"
-    from comix.extract import PageReader
-    manifest = pd.read_parquet(Layout(out).manifest)
-    mine = select_shard(manifest.page_id.tolist(), shard, num_shards)
-    done = done_pages(out, detector); todo = [p for p in mine if p not in done]
-    run, w = make_detector(detector, weights, rtl, params, score_thresh, batch_size) if todo else (None, weights or '')
-    sizes = dict(zip(manifest.page_id, zip(manifest.width, manifest.height)))
-    max_side = (params or PanelParams()).max_side if detector == 'classical' else 1333
-    audit, t0 = Audit(), time.perf_counter()
-    audit.extend([(p, 'skipped', 'already_done', '', 0.0) for p in mine if p in done])
-    bar = _bar(len(todo), progress)
-    with PageReader(out) as reader:
-        for i in range(0, len(todo), chunk):
-            rows, arows = _detect_chunk(reader, todo[i:i+chunk], sizes, run, detector, w, max_side)
-            _commit(out, detector, rows, arows); audit.extend(arows); bar.update(len(arows))
-    bar.close()
-    det = merge_detections(out, detector, manifest)
-    a = audit.frame(); write_audit(a, out, 'detect', shard, num_shards)
-    table = reconcile(a, len(mine), 'detect', show=show)
-    return dict(detections=det, audit=a, reconciliation=table, pages=len(mine), processed=len(todo), seconds=time.perf_counter()-t0)
-
-def _bar(n, progress):
-    from tqdm.auto import tqdm
-    return tqdm(total=n, desc='detect', disable=not progress or n == 0)
+               score_thresh:float=0.5, batch_size:int=4, **kw):
+    "Detect panels on this shard's pages of OUT's manifest; a `StageRun`"
+    return run_stage(DetectStage(detector, weights, rtl, params, score_thresh, batch_size), out, shard, num_shards, **kw)
 
 # %% ../nbs/20_detect.ipynb #99800e4f
-def detect_parser():
-    "The `comix detect` argument parser"
-    p = stage_parser('comix detect', 'Panels and reading order for every page of OUT/manifest/pages.parquet')
+@patch
+def report(self:DetectStage, ctx):
+    from comix.panels import draw_panels
+    det = pd.read_parquet(self.table_path(ctx.layout))
+    n = det.groupby('page_id').size().reindex(ctx.manifest().page_id, fill_value=0)
+    best = det.groupby('page_id').size().sort_values(ascending=False, kind='stable')
+    pages = list(dict.fromkeys(best.index))[:6]                      # the pages with the most panels
+    ims = [(p, draw_panels(ctx.reader().image(p, max_side=500), det[det.page_id == p][list('xywh')].values, max_side=300))
+           for p in pages]
+    hist = n.value_counts().sort_index().rename_axis('panels').rename('pages').reset_index()
+    return Section(f'detect ({self.detector})', f'<p>{len(det)} panels on {len(n)} pages.</p>', ims, [('panels per page', hist)])
+
+# %% ../nbs/20_detect.ipynb #788e094a
+@patch(cls_method=True)
+def add_args(cls:DetectStage, p):
     p.add_argument('--detector', default='classical', choices=['classical', 'frcnn'], help='panel detector (default: classical)')
     p.add_argument('--weights', help='frcnn: local checkpoint (.pth), e.g. a CoMix faster_rcnn-c100-best-*.pth')
     p.add_argument('--rtl', action='store_true', help='right-to-left reading order (manga)')
     p.add_argument('--score-thresh', type=float, default=0.5, help='frcnn: minimum panel score')
     p.add_argument('--batch-size', type=int, default=4, help='frcnn: pages per forward pass')
     p.add_argument('--max-side', type=int, default=None, help='classical: working resolution (long side, px)')
-    p.add_argument('--no-progress', action='store_true', help='no progress bar')
-    return p
+    p.add_argument('--device', default='cpu', help="frcnn: torch device ('cpu', 'cuda')")
+
+@patch(cls_method=True)
+def from_args(cls:DetectStage, args, cfg):
+    params = PanelParams(max_side=args.max_side) if args.max_side else None
+    return cls(args.detector, args.weights, args.rtl, params, args.score_thresh, args.batch_size, args.device)
 
 def main(argv:list|None=None)->int:
     "Entry point of `comix detect`"
-    args = detect_parser().parse_args(argv)
-    cfg = stage_config(args)
-    if not Path(Layout(cfg['out']).manifest).exists():
-        print(f"comix detect: no manifest at {Layout(cfg['out']).manifest}; run `comix extract` first", file=sys.stderr); return 2
-    params = PanelParams(max_side=args.max_side) if args.max_side else None
-    try: r = run_detect(cfg['out'], args.detector, args.weights, args.shard, args.num_shards, args.rtl, params,
-                        args.score_thresh, args.batch_size, progress=not args.no_progress)
-    except ValueError as e: print(f'comix detect: {e}', file=sys.stderr); return 2
-    return 0 if not (r['audit'].status == 'error').any() else 1
+    return stage_main(DetectStage, argv)

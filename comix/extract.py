@@ -6,16 +6,16 @@
 from __future__ import annotations
 import hashlib, io, json, os, sys, time
 from collections import OrderedDict
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass, asdict
+from dataclasses import dataclass, asdict, field
 from pathlib import Path
 from xml.etree import ElementTree as ET
 import pandas as pd
 from PIL import Image
 from tqdm.auto import tqdm
-from .paths import (ARCHIVE_EXTS, IMAGE_EXTS, Audit, AUDIT_COLUMNS, Layout, archive_ext, book_key_of, load_config,
-                         make_page_id, natural_key, junk_reason, page_path, atomic_write_parquet, atomic_write_json, reconcile,
-                         select_shard, stage_parser, stage_config, write_config, read_config, write_audit, fixture_path)
+from .paths import (ARCHIVE_EXTS, IMAGE_EXTS, Audit, Layout, ConfigError, ReconcileError, archive_ext, book_key_of,
+                         load_config, parse_sources, make_page_id, natural_key, junk_reason, page_path, write_config,
+                         read_config, fixture_path)
+from .stage import Stage, Done, run_stage, stage_main, add_reasons
 from .readers import (Limits, Member, Book, ContainerError, EntryError, open_book, probe_image, decode_image,
                            is_unsafe_name, fix_name)
 from .dupes import mark_duplicates
@@ -24,9 +24,8 @@ from fastcore.basics import patch
 # %% auto #0
 __all__ = ['METADATA_NAMES', 'META_FIELDS', 'MANIFEST_COLUMNS', 'SOLID_KINDS', 'BookRef', 'find_books', 'unique_keys',
            'member_reason', 'plan_pages', 'parse_metadata', 'merge_metadata', 'pick_metadata', 'page_phash',
-           'extract_book', 'manifest_frame', 'audit_frame', 'part_path', 'read_part', 'book_done', 'process_book',
-           'read_parts', 'merge_manifest', 'reconciliation', 'run_extract', 'PageReader', 'open_page',
-           'thumbnail_strip', 'extract_to', 'extract_parser', 'main']
+           'BookResult', 'extract_book', 'manifest_frame', 'ExtractStage', 'reconciliation', 'run_extract',
+           'PageReader', 'open_page', 'thumbnail_strip', 'extract_to', 'main']
 
 # %% ../nbs/10_extract.ipynb #51b52566
 @dataclass(frozen=True)
@@ -162,19 +161,19 @@ def _entry_keys(ref, others):
     return out
 
 # %% ../nbs/10_extract.ipynb #efc1a4c0
-def _page(ref, m, i, data, limits, phash, audit, level, t0):
+def _page(ref, m, i, data, limits, phash, audit, t0):
     "Manifest row of page slot `i` from its bytes (None after auditing why it is not usable)"
-    pid = make_page_id(ref.source, ref.book_key, i); level.append(('page', m.name))
+    pid = make_page_id(ref.source, ref.book_key, i)
     try:
         if isinstance(data, Exception): raise data
         fmt, w, h = probe_image(data, limits)
         row = dict(page_id=pid, entry=m.name, page_index=i, width=w, height=h, format=fmt, n_bytes=len(data),
                    md5=hashlib.md5(data).hexdigest(), phash=page_phash(data) if phash else None)
-        audit.ok(pid, time.perf_counter() - t0, m.note); return row
-    except EntryError as e: audit.error(pid, e.reason, f'{m.name}: {e.detail}', time.perf_counter() - t0)
-    except Exception as e: audit.error(pid, 'read_error', f'{m.name}: {type(e).__name__}: {e}', time.perf_counter() - t0)
+        audit.ok(pid, time.perf_counter() - t0, m.note, entry=m.name); return row
+    except EntryError as e: audit.error(pid, e.reason, f'{m.name}: {e.detail}', time.perf_counter() - t0, entry=m.name)
+    except Exception as e: audit.error(pid, 'read_error', f'{m.name}: {type(e).__name__}: {e}', time.perf_counter() - t0, entry=m.name)
 
-def _read_book(ref, book, limits, phash, audit, level):
+def _read_book(ref, book, limits, phash, audit):
     "Read pages and metadata in one pass in container order"
     pages, others = plan_pages(book)
     slot = {id(m): i for i, m in enumerate(pages)}
@@ -186,32 +185,36 @@ def _read_book(ref, book, limits, phash, audit, level):
                 if isinstance(data, Exception): raise data
                 parsed[meta_kind[id(m)]] = parse_metadata(meta_kind[id(m)], data)
             except Exception as e: meta_err[id(m)] = f'{type(e).__name__}: {e}'
-        elif (row := _page(ref, m, slot[id(m)], data, limits, phash, audit, level, t0)) is not None: rows[row['page_index']] = row
+        elif (row := _page(ref, m, slot[id(m)], data, limits, phash, audit, t0)) is not None: rows[row['page_index']] = row
         t0 = time.perf_counter()
     return pages, others, rows, [parsed[k] for k in METADATA_NAMES if k in parsed], meta_err
 
 # %% ../nbs/10_extract.ipynb #c5b39726
-def _open(ref, limits, audit):
-    "The opened book, or None after auditing why it cannot be opened"
-    t0 = time.perf_counter()
-    if fix_name(ref.container)[1]: audit.error(ref.book_id, 'non_utf8_path', 'rename the file: its path is not valid UTF-8'); return None
-    try: return open_book(ref.path, limits)
-    except ContainerError as e:
-        (audit.skip if e.reason == 'empty_archive' else audit.error)(ref.book_id, e.reason, e.detail, seconds=time.perf_counter() - t0)
+@dataclass
+class BookResult:
+    "One book read: its pages, its status, and an audit row per member"
+    rows:list = field(default_factory=list)       # manifest rows (dicts)
+    status:str = 'ok'; reason:str = ''; detail:str = ''
+    audit:list = field(default_factory=list)      # nested audit rows: level `page` or `entry`
+    n_members:int = 0                             # entries the container listed
 
-def _audit_entries(ref, others, meta_err, audit, level):
+def _open(ref, limits):
+    "`(book, None)`, or `(None, BookResult)` saying why it cannot be opened"
+    if fix_name(ref.container)[1]: return None, BookResult(status='error', reason='non_utf8_path', detail='rename the file: its path is not valid UTF-8')
+    try: return open_book(ref.path, limits), None
+    except ContainerError as e: return None, BookResult(status='skipped' if e.reason == 'empty_archive' else 'error', reason=e.reason, detail=e.detail)
+
+def _audit_entries(ref, others, meta_err, audit):
     for m, r, key in _entry_keys(ref, others):
-        if id(m) in meta_err: audit.error(key, 'bad_metadata', meta_err[id(m)])
-        elif r == 'zip_slip': audit.error(key, r, m.name)
-        else: audit.skip(key, r, m.name)
-        level.append(('entry', m.name))
+        if id(m) in meta_err: audit.error(key, 'bad_metadata', meta_err[id(m)], level='entry', entry=m.name)
+        elif r == 'zip_slip': audit.error(key, r, m.name, level='entry', entry=m.name)
+        else: audit.skip(key, r, m.name, level='entry', entry=m.name)
 
-def _audit_book(ref, book, pages, rows, audit, level, t0):
-    if not book.members: audit.skip(ref.book_id, 'empty_archive', book.kind)
-    elif not pages: audit.skip(ref.book_id, 'no_pages', f'{len(book.members)} entries, no page')
-    elif not rows: audit.error(ref.book_id, _worst(audit), f'none of {len(pages)} pages readable')
-    else: audit.ok(ref.book_id, time.perf_counter() - t0, 'ext_mismatch' if book.ext_mismatch else 'book')
-    level.append(('book', ''))
+def _book_status(book, pages, rows, audit)->tuple:
+    if not book.members: return 'skipped', 'empty_archive', book.kind
+    if not pages: return 'skipped', 'no_pages', f'{len(book.members)} entries, no page'
+    if not rows: return 'error', _worst(audit), f'none of {len(pages)} pages readable'
+    return 'ok', 'ext_mismatch' if book.ext_mismatch else '', ''
 
 def _cbi(comment):
     c = (comment or '').strip()
@@ -222,117 +225,107 @@ def _cbi(comment):
 def extract_book(ref:BookRef,            # the book
                  limits:Limits|None=None, # safety limits
                  phash:bool=False         # also compute pHash (decodes each page at reduced size)
-                )->tuple:
-    "`(manifest rows, audit rows (with level and entry), n_members)` for one book, as lists of dicts"
-    limits = limits or Limits(); audit, level = Audit(), []
-    t0 = time.perf_counter()
-    book = _open(ref, limits, audit)
-    if book is None: return [], _audit_rows(audit, [('book', '')]), 0
+                )->BookResult:
+    "Manifest rows, status and member audit rows of one book"
+    limits = limits or Limits(); audit = Audit('page', unit=ref.book_id)
+    book, failed = _open(ref, limits)
+    if book is None: return failed
     with book:
-        pages, others, rows, parsed, meta_err = _read_book(ref, book, limits, phash, audit, level)
-        _audit_entries(ref, others, meta_err, audit, level)
-        _audit_book(ref, book, pages, rows, audit, level, t0)
+        pages, others, rows, parsed, meta_err = _read_book(ref, book, limits, phash, audit)
+        _audit_entries(ref, others, meta_err, audit)
+        status = _book_status(book, pages, rows, audit)
         meta = merge_metadata(parsed + _cbi(book.comment))
     out = [dict(r, source=ref.source, book_key=ref.book_key, container=ref.container, n_pages=len(pages),
                 series=meta['series'], volume=meta['volume'], number=meta['number'], year=meta['year'],
                 page_type=None if meta['page_types'] is None else meta['page_types'].get(i, 'Story'))
            for i, r in sorted(rows.items())]
-    return out, _audit_rows(audit, level), len(book.members)
+    return BookResult(out, *status, audit=audit.rows, n_members=len(book.members))
 
 def _worst(audit):
     "Most frequent page error reason so far"
-    rs = [r[2] for r in audit.rows if r[1] == 'error']
+    rs = [r['reason'] for r in audit.rows if r['status'] == 'error']
     return max(set(rs), key=rs.count) if rs else 'no_pages'
 
-def _audit_rows(audit, level):
-    return [dict(zip(AUDIT_COLUMNS, r), level=l, entry=e) for r, (l, e) in zip(audit.rows, level)]
-
-def manifest_frame(rows:list)->pd.DataFrame:
-    "Manifest rows (dicts) as a typed DataFrame"
+def manifest_frame(rows)->pd.DataFrame:
+    "Manifest rows (dicts, or a DataFrame) as a typed DataFrame"
     df = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
     for c in ('page_index', 'n_pages', 'width', 'height', 'n_bytes'): df[c] = df[c].astype('int64')
     df['year'] = df['year'].astype('Int64')
     for c in ('phash', 'series', 'volume', 'number', 'page_type', 'format'): df[c] = df[c].astype('object')
     return df
 
-def audit_frame(rows:list)->pd.DataFrame:
-    "Audit rows (dicts) as a DataFrame: the standard columns plus level, entry and n_members"
-    return pd.DataFrame(rows, columns=AUDIT_COLUMNS + ['level', 'entry', 'n_members'])
-
 # %% ../nbs/10_extract.ipynb #dc7550c4
-def part_path(out, ref:BookRef)->str:
-    "The part file of one book"
-    return page_path(Layout(out).manifest_parts, ref.book_id, '.json')
+add_reasons({
+    'empty_archive': ('skipped', 'a container with no entries'), 'no_pages': ('skipped', 'a book with entries but no page'),
+    'non_utf8_path': ('error', 'a path that is not valid UTF-8: rename the file'), 'read_error': ('error', 'an entry that cannot be read'),
+    'zip_slip': ('error', 'an entry whose name climbs out of the archive'), 'bad_metadata': ('error', 'ComicInfo or similar that cannot be parsed'),
+    'macosx': ('skipped', '`__MACOSX/` junk'), 'appledouble': ('skipped', '`._*` AppleDouble junk'), 'ds_store': ('skipped', '`.DS_Store`'),
+    'thumbs_db': ('skipped', '`Thumbs.db` / `desktop.ini`'), 'hidden': ('skipped', 'hidden file or folder'),
+    'not_image': ('skipped', 'an entry that is not an image'), 'metadata': ('skipped', 'a metadata file (read into the manifest)'),
+    'nested_archive': ('skipped', 'an archive inside an archive (not opened)'), 'directory': ('skipped', 'a folder entry'),
+    'not_in_spine': ('skipped', 'an EPUB/PDF entry outside the reading order'), 'ext_mismatch': ('ok', 'the container is not what its extension says'),
+})
+
+def _abs(p):
+    "Local paths made absolute (so OUT/config.yaml works from any folder); URIs kept"
+    p = os.fspath(p)
+    return p if '://' in p else os.path.abspath(p)
 
 def _stamp(ref)->str:
     try: st = os.stat(ref.path); return f'{st.st_size}:{st.st_mtime_ns}'
     except OSError: return 'missing'
 
-def read_part(out, ref:BookRef)->dict|None:
-    "The part of a finished book (None when there is none or it cannot be read)"
-    try:
-        with open(part_path(out, ref), encoding='utf-8') as f: return json.load(f)
-    except (OSError, ValueError): return None
-
-def book_done(out, ref:BookRef)->bool:
-    "True when this book has a part and its container has not changed since"
-    p = read_part(out, ref)
-    return p is not None and p.get('stamp') == _stamp(ref)
-
-def process_book(ref:BookRef, out, limits:Limits|None=None, phash:bool=False)->dict:
-    "Extract one book and write its part atomically; returns counts"
-    t0 = time.perf_counter(); stamp = _stamp(ref)
-    try: rows, arows, n = extract_book(ref, limits, phash)
-    except Exception as e:        # a bug or a library failure on one book must not stop the run: audit it
-        import traceback
-        rows, arows, n = [], [dict(page_id=ref.book_id, status='error', reason='internal_error', detail=traceback.format_exc()[-2000:],
-                                   seconds=time.perf_counter() - t0, level='book', entry='')], 0
-    for r in arows: r['n_members'] = n if r['level'] == 'book' else 0
-    atomic_write_json(part_path(out, ref), {'book': ref.book_id, 'stamp': stamp, 'pages': rows, 'audit': arows})
-    return {'book': ref.book_id, 'pages': len(rows), 'bytes': sum(r['n_bytes'] for r in rows), 'seconds': time.perf_counter() - t0}
+# %% ../nbs/10_extract.ipynb #8863420a
+class ExtractStage(Stage):
+    "Comic archives and image folders -> OUT/manifest/pages.parquet, read in place"
+    name, unit, needs, table, chunk, sort = 'extract', 'book', (), 'manifest/pages', 8, ['page_id']
+    columns, default_workers = MANIFEST_COLUMNS, os.cpu_count() or 1
+    def __init__(self, sources:dict, phash:bool=False, limits:Limits|None=None, near:int=6, extract_to=None):
+        self.sources = {k: _abs(v) for k, v in parse_sources(sources).items()}
+        self.phash, self.limits, self.near, self.extract_to = phash, limits or Limits(), near, extract_to
+    def __getstate__(self): return {k: v for k, v in self.__dict__.items() if k != '_refs'}
+    def params(self): return dict(phash=self.phash, limits=asdict(self.limits))
+    def prepare(self, ctx):
+        ctx.config = {'sources': self.sources, 'out': _abs(ctx.out), 'options': {'phash': self.phash}}
+        write_config(ctx.config)
+    def refs(self, ctx)->dict:
+        "`{book_id: BookRef}` of the books under the roots (found once per process)"
+        if getattr(self, '_refs', None) is None: self._refs = {r.book_id: r for r in find_books(self.sources, exclude=_abs(ctx.out))}
+        return self._refs
+    def units(self, ctx): return list(self.refs(ctx))
+    def unit_inputs(self, ctx, units): return [_stamp(self.refs(ctx)[u]) for u in units]
+    def setup(self, ctx): return self.refs(ctx)
 
 # %% ../nbs/10_extract.ipynb #42e3eea0
-def read_parts(out, refs:list)->tuple:
-    "`(manifest, audit)` DataFrames from the existing parts of `refs`"
-    rows, arows = [], []
-    for r in refs:
-        p = read_part(out, r)
-        if p is not None: rows += p['pages']; arows += p['audit']
-    return manifest_frame(rows), audit_frame(arows)
+@patch
+def process(self:ExtractStage, ctx, refs, units):
+    for u in units:
+        r = extract_book(refs[u], self.limits, self.phash)
+        yield Done(u, manifest_frame(r.rows), r.status, r.reason, r.detail, audit=r.audit, extra=dict(n_members=r.n_members))
 
-def merge_manifest(out, manifest:pd.DataFrame, near:int=6)->pd.DataFrame:
-    "Add duplicate columns to `manifest` and write it as `OUT/manifest/pages.parquet`"
-    df = mark_duplicates(manifest, t=near) if len(manifest) else manifest.assign(dup_of=pd.Series(dtype=object), canonical=pd.Series(dtype=bool))
-    atomic_write_parquet(Layout(out).manifest, df)
-    return df
+@patch
+def transform(self:ExtractStage, ctx, table):
+    df = manifest_frame(table)
+    if not len(df): return df.assign(dup_of=pd.Series(dtype=object), canonical=pd.Series(dtype=bool))
+    return mark_duplicates(df, t=self.near)
 
 # %% ../nbs/10_extract.ipynb #eea587d5
 def reconciliation(audit:pd.DataFrame)->pd.DataFrame:
-    "Counts per (level, status, reason) with totals; raises if some member has no row or two"
-    a = audit.assign(reason=audit.reason.fillna('').replace('', '-'))
-    listed = int(a[a.level == 'book'].n_members.sum())
+    "Counts per (level, status, reason); raises unless the entries listed by the containers are the entries audited"
+    a = audit[audit.level.isin(['book', 'page', 'entry'])].assign(reason=audit.reason.fillna('').replace('', '-'))
+    n = a['n_members'] if 'n_members' in a else pd.Series(0, index=a.index)
+    listed = int(pd.to_numeric(n[a.level == 'book'], errors='coerce').fillna(0).sum())
     entries = int((a.level != 'book').sum())
-    if listed != entries:
-        raise AssertionError(f'{listed} entries listed by the containers but {entries} audited')
-    n_books = int((a.level == 'book').sum())
-    reconcile(a, n_books + entries, 'extract', show=False)
+    if listed != entries: raise ReconcileError(f'{listed} entries listed by the containers but {entries} audited')
     t = a.groupby(['level', 'status', 'reason']).size().rename('n').reset_index()
     return t.sort_values(['level', 'status', 'n'], ascending=[True, True, False], ignore_index=True)
 
+@patch
+def finish(self:ExtractStage, ctx, table, audit):
+    self.last_reconciliation = reconciliation(audit)
+    if self.extract_to: print(f'extract: {extract_to(ctx.out, self.extract_to)} page files written to {self.extract_to}')
+
 # %% ../nbs/10_extract.ipynb #a4f2373e
-def _pool_map(fn, refs, workers, progress, desc):
-    if workers <= 1 or len(refs) <= 1:
-        for r in tqdm(refs, desc=desc, disable=not progress, unit='book'): yield fn(r)
-        return
-    with ProcessPoolExecutor(max_workers=workers) as ex:
-        futs = [ex.submit(fn, r) for r in refs]
-        for f in tqdm(as_completed(futs), total=len(futs), desc=desc, disable=not progress, unit='book'): yield f.result()
-
-class _Job:
-    def __init__(self, out, limits, phash): self.out, self.limits, self.phash = out, limits, phash
-    def __call__(self, ref): return process_book(ref, self.out, self.limits, self.phash)
-
-# %% ../nbs/10_extract.ipynb #05aa932b
 def run_extract(sources:dict,             # {name: root folder}
                 out,                      # output folder
                 shard:int=0, num_shards:int=1,
@@ -340,40 +333,9 @@ def run_extract(sources:dict,             # {name: root folder}
                 phash:bool=False,         # compute pHash per page
                 limits:Limits|None=None,  # safety limits
                 near:int=6,               # pHash Hamming radius for near duplicates
-                progress:bool=True,       # show a progress bar
-                show:bool=True            # print the reconciliation
-               )->dict:
-    "Extract all books of `sources` (this shard) into `out`; returns manifest, audit, reconciliation and counts"
-    cfg = {'sources': {k: _abs(v) for k, v in sources.items()}, 'out': _abs(out), 'options': {'phash': phash}}
-    write_config(cfg)
-    refs = find_books(cfg['sources'], exclude=cfg['out'])
-    mine = select_shard(refs, shard, num_shards, key=lambda r: r.book_id)
-    todo = [r for r in mine if not book_done(out, r)]
-    workers = workers or os.cpu_count() or 1
-    t0 = time.perf_counter()
-    done = list(_pool_map(_Job(out, limits or Limits(), phash), todo, workers, progress, 'extract'))
-    secs = time.perf_counter() - t0
-    manifest, audit = read_parts(out, refs)
-    manifest = merge_manifest(out, manifest, near)
-    if num_shards > 1: audit = read_parts(out, mine)[1]
-    write_audit(audit, out, 'extract', shard, num_shards)
-    table = reconciliation(audit)
-    if show: _report(table, len(mine), len(todo), sum(d['pages'] for d in done), secs)
-    return {'manifest': manifest, 'audit': audit, 'reconciliation': table, 'books': len(mine), 'processed': len(todo),
-            'already_done': len(mine) - len(todo), 'seconds': secs}
-
-def _abs(p):
-    "Local paths made absolute (so OUT/config.yaml works from any folder); URIs kept"
-    p = os.fspath(p)
-    return p if '://' in p else os.path.abspath(p)
-
-def _report(table, n_books, n_todo, n_pages, secs):
-    by = table.groupby('level').n.sum()
-    ent = table[table.level != 'book']
-    print(f'extract: {n_books} books ({n_todo} read now, {n_books - n_todo} already done), {n_pages} pages read in {secs:.1f}s')
-    print(f"entries seen {int(ent.n.sum())} = pages {int(by.get('page', 0))} + other entries {int(by.get('entry', 0))}; "
-          f"errors {int((ent.status == 'error').mul(ent.n).sum())}  [reconciled]")
-    print(table.to_string(index=False))
+                progress:bool=True, show:bool=True, **kw):
+    "Extract all books of `sources` (this shard) into `out`; a `StageRun`"
+    return run_stage(ExtractStage(sources, phash, limits, near), out, shard, num_shards, workers, progress=progress, show=show, **kw)
 
 # %% ../nbs/10_extract.ipynb #ff686c10
 class PageReader:
@@ -384,7 +346,8 @@ class PageReader:
         self.sources = sources or read_config(out)['sources']
         if manifest is None:
             p = Layout(out).manifest
-            manifest = pd.read_parquet(p) if os.path.exists(p) else read_parts(out, find_books(self.sources))[0]
+            if not os.path.exists(p): raise FileNotFoundError(f'no manifest at {p}: run `comix extract` first')
+            manifest = pd.read_parquet(p)
         self.manifest = manifest.set_index('page_id', drop=False)
         self.solid_bytes, self._solid = solid_bytes, OrderedDict()
     def _book(self, source, container):
@@ -465,25 +428,20 @@ def extract_to(out, dest, page_ids:list|None=None)->int:
     return n
 
 # %% ../nbs/10_extract.ipynb #fff8d500
-def extract_parser():
-    "The `comix extract` argument parser"
-    p = stage_parser('comix extract', 'Comic archives and image folders -> OUT/manifest/pages.parquet')
+@patch(cls_method=True)
+def add_args(cls:ExtractStage, p):
     p.add_argument('--source', action='append', default=[], help='NAME=PATH of a root (repeatable)')
-    p.add_argument('--workers', type=int, default=None, help='processes (default: CPU count)')
     p.add_argument('--phash', action='store_true', help='also compute a perceptual hash per page')
     p.add_argument('--pdf-dpi', type=int, default=150, help='render DPI for PDF pages that are not one JPEG')
+    p.add_argument('--near', type=int, default=6, help='pHash Hamming radius for near duplicates')
     p.add_argument('--extract-to', help='also write every page as a file under this folder')
-    p.add_argument('--no-progress', action='store_true', help='no progress bar')
-    return p
+
+@patch(cls_method=True)
+def from_args(cls:ExtractStage, args, cfg):
+    if not cfg['sources']: raise ConfigError('no sources; pass --source NAME=PATH')
+    return cls(cfg['sources'], args.phash or bool(cfg['options'].get('phash')), Limits(pdf_dpi=args.pdf_dpi), args.near,
+               args.extract_to)
 
 def main(argv:list|None=None)->int:
     "Entry point of `comix extract`"
-    args = extract_parser().parse_args(argv)
-    cfg = stage_config(args)
-    if not cfg['sources']: print('comix extract: no sources; pass --source NAME=PATH', file=sys.stderr); return 2
-    opts = cfg['options']
-    run_extract(cfg['sources'], cfg['out'], args.shard, args.num_shards, args.workers or opts.get('workers'),
-                args.phash or bool(opts.get('phash')),
-                Limits(pdf_dpi=args.pdf_dpi), progress=not args.no_progress)
-    if args.extract_to: print(f'extract: {extract_to(cfg["out"], args.extract_to)} page files written to {args.extract_to}')
-    return 0
+    return stage_main(ExtractStage, argv)

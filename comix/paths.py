@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_paths.ipynb #9ebc0664
 from __future__ import annotations
-import os, re, io, json, uuid, importlib.util, hashlib, argparse, posixpath, unicodedata, tempfile
+import os, re, io, json, uuid, importlib.util, hashlib, posixpath, unicodedata, tempfile
 from pathlib import Path
 from dataclasses import dataclass, field
 import yaml, fsspec
@@ -14,10 +14,9 @@ import pandas as pd
 __all__ = ['ARCHIVE_EXTS', 'IMAGE_EXTS', 'AUDIT_COLUMNS', 'STATUSES', 'norm_path', 'archive_ext', 'PathError', 'relative_to_root',
            'book_key_of', 'make_page_id', 'parse_page_id', 'book_of', 'natural_key', 'junk_reason', 'ConfigError',
            'parse_sources', 'load_config', 'locate', 'Bridge', 'bridge_paths', 'is_remote', 'atomic_write_with',
-           'atomic_write_bytes', 'atomic_write_text', 'atomic_write_json', 'atomic_write_parquet', 'Audit',
-           'ReconcileError', 'reconcile', 'shard_of', 'select_shard', 'page_path', 'shard_suffix', 'Layout',
-           'write_audit', 'read_audit', 'stage_parser', 'stage_config', 'write_config', 'read_config', 'real_data_dir',
-           'fixture_path']
+           'atomic_write_bytes', 'atomic_write_text', 'atomic_write_json', 'atomic_write_parquet', 'Audit', 'unit_rows',
+           'ReconcileError', 'reconcile', 'shard_of', 'select_shard', 'page_path', 'Layout', 'read_audit',
+           'write_config', 'read_config', 'real_data_dir', 'fixture_path']
 
 # %% ../nbs/00_paths.ipynb #7af930a9
 _DRIVE = re.compile(r'^([A-Za-z]):(?:[\\/]|$)')
@@ -239,7 +238,8 @@ def _tmp_name(path:Path)->Path: return path.with_name(f'.{path.name}.{os.getpid(
 
 # %% ../nbs/00_paths.ipynb #154a033c
 def atomic_write_with(path,        # final file name
-                      write_fn     # called with a temporary path in the same folder; writes the file there
+                      write_fn,    # called with a temporary path in the same folder; writes the file there
+                      sync:bool=True # fsync the file and its folder (False: the caller syncs many files at once)
                      )->str:
     "Run `write_fn(tmp)`, fsync, then rename `tmp` to `path` atomically"
     if is_remote(path):
@@ -251,20 +251,21 @@ def atomic_write_with(path,        # final file name
     tmp = _tmp_name(path)
     try:
         write_fn(tmp)
-        with open(tmp, 'rb+') as f: os.fsync(f.fileno())
+        if sync:
+            with open(tmp, 'rb+') as f: os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         if tmp.exists(): tmp.unlink()
-    _fsync_dir(path.parent)
+    if sync: _fsync_dir(path.parent)
     return str(path)
 
-def atomic_write_bytes(path, data:bytes)->str:
+def atomic_write_bytes(path, data:bytes, sync:bool=True)->str:
     "Write `data` to `path` atomically"
-    return atomic_write_with(path, lambda t: Path(t).write_bytes(data))
+    return atomic_write_with(path, lambda t: Path(t).write_bytes(data), sync)
 
-def atomic_write_text(path, s:str)->str:
+def atomic_write_text(path, s:str, sync:bool=True)->str:
     "Write text `s` (UTF-8) to `path` atomically"
-    return atomic_write_bytes(path, s.encode('utf-8'))
+    return atomic_write_bytes(path, s.encode('utf-8'), sync)
 
 def atomic_write_json(path, obj, indent=None)->str:
     "Write `obj` as JSON to `path` atomically"
@@ -275,31 +276,40 @@ def atomic_write_parquet(path, df:pd.DataFrame)->str:
     return atomic_write_with(path, lambda t: df.to_parquet(t, index=False))
 
 # %% ../nbs/00_paths.ipynb #891f0f09
-AUDIT_COLUMNS = ['page_id', 'status', 'reason', 'detail', 'seconds']
+AUDIT_COLUMNS = ['page_id', 'level', 'unit', 'status', 'reason', 'detail', 'seconds', 'fingerprint', 'run']
 STATUSES = ('ok', 'skipped', 'error')
 
 class Audit:
-    "Collects one row per input unit (page or book) of a stage run"
-    def __init__(self): self.rows = []
-    def add(self, key, status, reason='', detail='', seconds=0.0):
+    "Collects audit rows of one stage run (units, and nested rows with their `level`)"
+    def __init__(self, level:str='page', unit:str|None=None): self.rows, self.level, self.unit = [], level, unit
+    def add(self, key, status, reason='', detail='', seconds=0.0, level=None, **extra):
         if status not in STATUSES: raise ValueError(f'status must be one of {STATUSES}, not {status!r}')
-        self.rows.append((str(key), status, reason, str(detail)[:2000], float(seconds)))
-    def ok(self, key, seconds=0.0, reason=''): self.add(key, 'ok', reason, '', seconds)
-    def skip(self, key, reason, detail='', seconds=0.0): self.add(key, 'skipped', reason, detail, seconds)
-    def error(self, key, reason, detail='', seconds=0.0): self.add(key, 'error', reason, detail, seconds)
+        self.rows.append(dict(page_id=str(key), level=level or self.level, unit=self.unit or str(key), status=status,
+                              reason=reason, detail=str(detail)[:2000], seconds=float(seconds), **extra))
+    def ok(self, key, seconds=0.0, reason='', **kw): self.add(key, 'ok', reason, '', seconds, **kw)
+    def skip(self, key, reason, detail='', seconds=0.0, **kw): self.add(key, 'skipped', reason, detail, seconds, **kw)
+    def error(self, key, reason, detail='', seconds=0.0, **kw): self.add(key, 'error', reason, detail, seconds, **kw)
     def extend(self, other): self.rows.extend(other.rows if isinstance(other, Audit) else other)
     def __len__(self): return len(self.rows)
-    def frame(self)->pd.DataFrame: return pd.DataFrame(self.rows, columns=AUDIT_COLUMNS)
+    def frame(self)->pd.DataFrame:
+        df = pd.DataFrame(self.rows)
+        return df.reindex(columns=AUDIT_COLUMNS + [c for c in df.columns if c not in AUDIT_COLUMNS])
+
+def unit_rows(audit:pd.DataFrame)->pd.DataFrame:
+    "The unit-level rows of an audit (nested and `input` rows left out)"
+    if 'unit' not in audit or audit.unit.isna().all(): return audit
+    return audit[audit.page_id == audit.unit]
 
 # %% ../nbs/00_paths.ipynb #30794c56
 class ReconcileError(AssertionError): "Counts that do not add up"
 
-def reconcile(audit:pd.DataFrame, # audit table of one run
+def reconcile(audit:pd.DataFrame, # audit table of one run (or of a stage: only unit-level rows count)
               n_inputs:int,       # how many units went in
               stage:str='',       # name for the printed line
               show:bool=True      # print the summary line and the table
              )->pd.DataFrame:
     "Counts per (status, reason); raises `ReconcileError` unless inputs = ok + skipped + error, each unit once"
+    audit = unit_rows(audit)
     counts = (audit.assign(reason=audit.reason.fillna('').replace('', '-'))
               .groupby(['status', 'reason']).size().rename('n').reset_index())
     by = audit.status.value_counts().reindex(list(STATUSES), fill_value=0)
@@ -331,10 +341,6 @@ def page_path(folder, page_id:str, suffix:str='.json')->str:
     if '..' in page_id.split('/'): raise PathError(f'page_id {page_id!r} climbs out of its folder')
     return posixpath.join(os.fspath(folder).rstrip('/'), page_id + suffix) if is_remote(folder) else str(Path(folder, page_id + suffix))
 
-def shard_suffix(shard, num_shards)->str:
-    "`.shard-iii-of-nnn` for a sharded run's files, '' for an unsharded one"
-    return '' if shard is None or (num_shards or 1) == 1 else f'.shard-{shard:03d}-of-{num_shards:03d}'
-
 # %% ../nbs/00_paths.ipynb #c7e6ca56
 class Layout:
     "Paths of the fixed output layout under `out`"
@@ -345,8 +351,6 @@ class Layout:
     def config(self): return self._p('config.yaml')
     @property
     def manifest(self): return self._p('manifest', 'pages.parquet')
-    @property
-    def manifest_parts(self): return self._p('manifest', 'parts')
     def detect(self, detector='classical'): return self._p('detect', f'{detector}.parquet')
     def coco(self, detector='classical'): return self._p('detect', f'{detector}.coco.json')
     def text_dir(self, backend='ocr'): return self._p('text', backend)
@@ -365,40 +369,17 @@ class Layout:
     def embeddings(self): return self._p('embeddings.zarr')
     def index(self, name): return self._p('index', f'{name}.faiss')
     def index_ids(self, name): return self._p('index', f'{name}.ids.parquet')
-    def audit(self, stage, shard=None, num_shards=None): return self._p('audit', f'{stage}{shard_suffix(shard, num_shards)}.parquet')
+    def audit(self, stage): return self._p('audit', f'{stage}.parquet')
+    def table(self, name): return self._p(*f'{name}.parquet'.split('/'))
     def runs(self, stage): return self._p('runs', stage)
 
 # %% ../nbs/00_paths.ipynb #90ff573e
-def write_audit(df:pd.DataFrame, out, stage:str, shard=None, num_shards=None)->str:
-    "Write a stage's audit table to its place in the layout, atomically"
-    return atomic_write_parquet(Layout(out).audit(stage, shard, num_shards), df[AUDIT_COLUMNS])
-
 def read_audit(out, stage:str)->pd.DataFrame:
-    "Audit rows of the latest run of `stage` under `out`: the unsharded file, or the shard parts when they are newer"
-    fs, root = fsspec.core.url_to_fs(Layout(out).audit(stage).rsplit('/', 1)[0])
-    whole, parts = fs.glob(f'{root}/{stage}.parquet'), sorted(fs.glob(f'{root}/{stage}.shard-*.parquet'))
-    mtime = lambda f: fs.modified(f).timestamp()
-    files = parts if parts and (not whole or max(map(mtime, parts)) > mtime(whole[0])) else whole
-    if not files: return pd.DataFrame(columns=AUDIT_COLUMNS)
-    return pd.concat([pd.read_parquet(fs.unstrip_protocol(f)) for f in files], ignore_index=True)
+    "The audit of `stage` under `out` (empty when the stage has not run)"
+    fs, p = fsspec.core.url_to_fs(Layout(out).audit(stage))
+    return pd.read_parquet(fs.unstrip_protocol(p)) if fs.exists(p) else pd.DataFrame(columns=AUDIT_COLUMNS)
 
 # %% ../nbs/00_paths.ipynb #ab73ddc5
-def stage_parser(prog:str, description:str='')->argparse.ArgumentParser:
-    "An argparse parser with the flags every stage shares"
-    p = argparse.ArgumentParser(prog=prog, description=description)
-    p.add_argument('--out', help='output folder (default: the config\'s `out`)')
-    p.add_argument('--config', help='YAML config file (default: $COMIX_CONFIG)')
-    p.add_argument('--shard', type=int, default=0, help='this worker\'s shard, 0-based')
-    p.add_argument('--num-shards', type=int, default=1, help='how many workers split the work')
-    return p
-
-def stage_config(args, **options)->dict:
-    "Resolved config from a stage's parsed arguments; an output folder is required"
-    cfg = load_config(args.config, sources=getattr(args, 'source', None), out=args.out, **options)
-    if not cfg['out']: raise ConfigError('no output folder: pass --out or set `out` in the config')
-    if not 0 <= args.shard < args.num_shards: raise ConfigError(f'need 0 <= --shard < --num-shards, got {args.shard}/{args.num_shards}')
-    return cfg
-
 def write_config(cfg:dict, out=None)->str:
     "Save the resolved config as `OUT/config.yaml`"
     return atomic_write_text(Layout(out or cfg['out']).config, yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True))

@@ -4,19 +4,19 @@
 
 # %% ../nbs/32_text.ipynb #a5645166
 from __future__ import annotations
-import os, sys, time, json
+import os, sys, time, json, hashlib
 from datetime import datetime, timezone
 from pathlib import Path
 import numpy as np, pandas as pd
-from tqdm.auto import tqdm
-from .paths import (Audit, Layout, atomic_write_json, atomic_write_parquet, reconcile, select_shard, write_audit,
-                         stage_parser, stage_config, read_config, shard_suffix)
+from fastcore.basics import patch
+from .paths import Layout, ConfigError, atomic_write_json
+from .stage import Stage, Done, Section, run_stage, stage_main, add_reasons, box_problems, valid_boxes, page_hashes
 from .ocr import make_line, make_backend
 
 # %% auto #0
 __all__ = ['TEXT_COLUMNS', 'overlap_share', 'assign_panels', 'group_balloons', 'reading_order', 'assign_text', 'truth_order',
-           'load_panels', 'page_text', 'text_rows', 'read_text_doc', 'collect_text_table', 'run_text_ocr',
-           'text_parser', 'main']
+           'load_panels', 'page_text', 'text_rows', 'read_text_doc', 'cached_lines', 'TextOcrStage', 'TextCommand',
+           'main']
 
 # %% ../nbs/32_text.ipynb #81c8b926
 def overlap_share(box,   # (x, y, w, h) of the text line
@@ -131,7 +131,8 @@ def load_panels(out,                    # output folder
     names = sorted(p.name[:-len('.parquet')] for p in d.glob('*.parquet')) if d.is_dir() else []
     if detector is None: detector = 'classical' if 'classical' in names else (names[0] if names else None)
     if detector is None or not Path(Layout(out).detect(detector)).exists(): return None, {}
-    df = pd.read_parquet(Layout(out).detect(detector)).sort_values(['page_id', 'panel_index'])
+    df = pd.read_parquet(Layout(out).detect(detector))
+    df = df[valid_boxes(df)].sort_values(['page_id', 'panel_index'])          # bad rows are audited by the stage
     res = {}
     for pid, g in df.groupby('page_id', sort=False):
         res[pid] = ([dict(x=int(r.x), y=int(r.y), w=int(r.w), h=int(r.h)) for r in g.itertuples()], [int(o) for o in g['order']])
@@ -155,79 +156,107 @@ def text_rows(doc:dict)->list[dict]:
     return [dict(page_id=doc['page_id'], **{k: L[k] for k in TEXT_COLUMNS[1:]}) for L in doc['lines']]
 
 # %% ../nbs/32_text.ipynb #aa206298
+_LINE_KEYS = ('text', 'score', 'x', 'y', 'w', 'h', 'polygon')
+
 def read_text_doc(out, page_id:str, backend:str='ocr')->dict|None:
     "The per-page text document, or None"
     p = Layout(out).text_json(backend, page_id)
-    return json.loads(Path(p).read_text(encoding='utf-8')) if os.path.exists(p) else None
+    try: return json.loads(Path(p).read_text(encoding='utf-8')) if os.path.exists(p) else None
+    except ValueError: return None
 
-def collect_text_table(out, page_ids:list, shard=None, num_shards=None)->str:
-    "Write the line table of `page_ids` (from their JSON documents) to `OUT/text/ocr[.shard-..].parquet`"
-    rows = [r for pid in page_ids for r in text_rows(read_text_doc(out, pid) or dict(page_id=pid, lines=[]))]
-    df = pd.DataFrame(rows, columns=TEXT_COLUMNS)
-    path = Layout(out).text_table('ocr')
-    if shard is not None and (num_shards or 1) > 1: path = path[:-len('.parquet')] + shard_suffix(shard, num_shards) + '.parquet'
-    return atomic_write_parquet(path, df)
+def cached_lines(doc:dict|None, ocr_key:str)->list|None:
+    "The raw OCR lines of a page document made with `ocr_key`, or None"
+    if not doc or (doc.get('provenance') or {}).get('ocr_key') != ocr_key: return None
+    return [{k: L[k] for k in _LINE_KEYS if k in L} for L in doc['lines']]
 
 # %% ../nbs/32_text.ipynb #60a61a1b
-def _ocr_one(pid, out, reader, ocr, panels, rtl, min_overlap, prov, audit, redo):
-    path, t0 = Layout(out).text_json('ocr', pid), time.perf_counter()
-    if os.path.exists(path) and not redo: return audit.skip(pid, 'already_done')
-    try: image = reader(pid)
-    except Exception as e: return audit.error(pid, 'unreadable_page', f'{type(e).__name__}: {e}', time.perf_counter() - t0)
-    ps, order = panels.get(pid, ([], None))
-    try: doc = page_text(pid, image, ocr, ps, order, rtl, min_overlap, prov)
-    except Exception as e: return audit.error(pid, 'ocr_failed', f'{type(e).__name__}: {e}', time.perf_counter() - t0)
-    atomic_write_json(path, doc)
-    audit.ok(pid, time.perf_counter() - t0)
+class TextOcrStage(Stage):
+    "OCR lines of every page, assigned to panels and balloons, in reading order"
+    name, variant, table, columns, chunk, sort = 'text', 'ocr', 'text/ocr', TEXT_COLUMNS, 8, ['page_id', 'line_index']
+    def __init__(self, engine:str='rapidocr', ocr_options:dict|None=None, detector:str|None=None, rtl:bool=False,
+                 min_overlap:float=0.4):
+        self.engine, self.ocr_options, self.detector, self.rtl, self.min_overlap = engine, dict(ocr_options or {}), detector, rtl, min_overlap
+    def params(self):
+        opts = {k: v for k, v in self.ocr_options.items() if k != 'threads' and v is not None}
+        return dict(engine=self.engine, options=opts, rtl=self.rtl, min_overlap=self.min_overlap, detector=self.detector)
+    def _det_path(self, ctx):
+        det, _ = load_panels(ctx.out, self.detector) if self.detector is None else (self.detector, None)
+        return det and ctx.layout.detect(det)
+    def unit_inputs(self, ctx, units):
+        md5 = ctx.manifest().set_index('page_id').md5.reindex(units).fillna('')
+        p = self._det_path(ctx)
+        if not p or not os.path.exists(p): return md5.tolist()
+        d = pd.read_parquet(p); d = d[valid_boxes(d)]
+        return [f'{m}|{h}' for m, h in zip(md5, page_hashes(d, ['x', 'y', 'w', 'h', 'order'], units))]
+    def input_problems(self, ctx):
+        p = self._det_path(ctx)
+        return box_problems(pd.read_parquet(p), 'detect', set(ctx.manifest().page_id)) if p and os.path.exists(p) else []
 
-def run_text_ocr(out,                     # output folder with the manifest
-                 detector:str|None=None,  # panels from OUT/detect/<detector>.parquet (None: found automatically)
-                 engine:str='rapidocr',   # OCR engine, see `comix.ocr.make_backend`
-                 ocr_options:dict|None=None, # engine settings (model paths, lang, threads ...)
-                 pages=None,              # None: the manifest; or a list of page_ids
-                 shard:int=0, num_shards:int=1,
-                 rtl:bool=False,          # manga reading order inside panels
-                 min_overlap:float=0.4,   # least share of a line inside its panel
-                 redo:bool=False,         # recompute pages already done
-                 progress:bool=True)->pd.DataFrame:
-    "OCR every page of the shard, assign lines to panels and balloons; returns the audit"
-    from comix.extract import PageReader
-    ids = list(pd.read_parquet(Layout(out).manifest, columns=['page_id']).page_id) if pages is None else list(pages)
-    ids = select_shard(ids, shard, num_shards)
-    det, panels = load_panels(out, detector)
-    ocr = make_backend(engine, **(ocr_options or {}))
-    prov = dict(ocr.provenance, detector=det, rtl=rtl, min_overlap=min_overlap)
-    reader, audit = PageReader(out), Audit()
-    for pid in tqdm(ids, desc='comix text (ocr)', disable=not progress):
-        _ocr_one(pid, out, reader.image, ocr, panels, rtl, min_overlap, prov, audit, redo)
-    reader.close()
-    collect_text_table(out, ids, shard, num_shards)
-    df = audit.frame()
-    write_audit(df, out, 'text_ocr', shard, num_shards)
-    reconcile(df, len(ids), 'text_ocr', show=progress)
-    return df
+# %% ../nbs/32_text.ipynb #059d9104
+@patch
+def setup(self:TextOcrStage, ctx):
+    ocr = make_backend(self.engine, **self.ocr_options)
+    det, panels = load_panels(ctx.out, self.detector)
+    md5 = ctx.manifest().set_index('page_id').md5.to_dict()
+    key = lambda pid: hashlib.blake2b(json.dumps([ocr.provenance, md5.get(pid)], sort_keys=True, default=str).encode(),
+                                      digest_size=8).hexdigest()
+    return dict(ocr=ocr, panels=panels, key=key,
+                prov=dict(ocr.provenance, detector=det, rtl=self.rtl, min_overlap=self.min_overlap))
+
+@patch
+def process(self:TextOcrStage, ctx, state, units):
+    for pid in units:
+        k, ps = state['key'](pid), state['panels'].get(pid, ([], None))
+        raw = None if ctx.redo else cached_lines(read_text_doc(ctx.out, pid), k)
+        try: image = ctx.reader().image(pid)
+        except Exception as e: yield Done(pid, status='error', reason='unreadable_page', detail=f'{type(e).__name__}: {e}'); continue
+        ocr = state['ocr'] if raw is None else (lambda im: raw)
+        try: doc = page_text(pid, image, ocr, ps[0], ps[1], self.rtl, self.min_overlap, dict(state['prov'], ocr_key=k))
+        except Exception as e: yield Done(pid, status='error', reason='model_error', detail=f'{type(e).__name__}: {e}'); continue
+        atomic_write_json(ctx.layout.text_json('ocr', pid), doc)
+        yield Done(pid, pd.DataFrame(text_rows(doc), columns=TEXT_COLUMNS), reason='' if raw is None else 'reassigned')
+
+add_reasons({'reassigned': ('ok', 'the OCR lines were kept and only their panels, balloons and order redone')})
 
 # %% ../nbs/32_text.ipynb #e5b31fef
-def text_parser():
-    "Argument parser of `comix text`"
-    from comix.vlm import add_vlm_args
-    from comix.ocr import OCR_ENGINES
-    p = stage_parser('comix text', 'OCR or VLM text of every page, assigned to panels and balloons')
-    p.add_argument('--backend', choices=['ocr', 'vlm'], default='ocr')
-    g = p.add_argument_group('ocr backend')
-    g.add_argument('--engine', choices=list(OCR_ENGINES), default='rapidocr')
-    g.add_argument('--detector', help='panels from OUT/detect/<detector>.parquet (default: found automatically)')
-    g.add_argument('--det-model', help='detector model: ONNX file (rapidocr) or directory (paddleocr)')
-    g.add_argument('--rec-model', help='recogniser model: ONNX file (rapidocr) or directory (paddleocr)')
-    g.add_argument('--lang', default='en', help="'en' enables the English word-list repairs; 'ja', 'zh' keep CJK")
-    g.add_argument('--threads', type=int, help='onnxruntime threads (rapidocr)')
-    g.add_argument('--rtl', action='store_true', help='manga reading order inside panels')
-    g.add_argument('--min-overlap', type=float, default=0.4, help='least share of a line inside its panel')
-    g.add_argument('--redo', action='store_true', help='recompute pages already done')
-    g.add_argument('--collect', action='store_true', help='only merge the per-page JSON into OUT/text/ocr.parquet')
-    g.add_argument('--no-progress', action='store_true')
-    add_vlm_args(p)
-    return p
+@patch
+def report(self:TextOcrStage, ctx):
+    from comix.ocr import draw_lines
+    t = pd.read_parquet(self.table_path(ctx.layout))
+    pages = t.groupby('page_id').size().sort_values(ascending=False).index[:4].tolist()
+    ims = []
+    for p in pages:
+        doc = read_text_doc(ctx.out, p)
+        if doc: ims.append((p, draw_lines(ctx.reader().image(p, max_side=800), doc['lines'], max_side=320)))
+    n = t.groupby('page_id').size().reindex(ctx.manifest().page_id, fill_value=0)
+    return Section('text (ocr)', f'<p>{len(t)} lines on {int((n > 0).sum())} of {len(n)} pages.</p>', ims,
+                   [('lines per page', n.describe().round(1).to_frame('lines').T)])
+
+# %% ../nbs/32_text.ipynb #8e73a76a
+class TextCommand:
+    "OCR or VLM text of every page, assigned to panels and balloons"
+    name, description = 'text', 'OCR or VLM text of every page, assigned to panels and balloons'
+    @classmethod
+    def add_args(cls, p):
+        from comix.vlm import add_vlm_args
+        from comix.ocr import OCR_ENGINES
+        p.add_argument('--backend', choices=['ocr', 'vlm'], default='ocr')
+        g = p.add_argument_group('ocr backend')
+        g.add_argument('--engine', choices=list(OCR_ENGINES), default='rapidocr')
+        g.add_argument('--detector', help='panels from OUT/detect/<detector>.parquet (default: found automatically)')
+        g.add_argument('--det-model', help='detector model: ONNX file (rapidocr) or directory (paddleocr)')
+        g.add_argument('--rec-model', help='recogniser model: ONNX file (rapidocr) or directory (paddleocr)')
+        g.add_argument('--lang', default='en', help="'en' enables the English word-list repairs; 'ja', 'zh' keep CJK")
+        g.add_argument('--threads', type=int, help='onnxruntime threads (rapidocr)')
+        g.add_argument('--rtl', action='store_true', help='manga reading order inside panels')
+        g.add_argument('--min-overlap', type=float, default=0.4, help='least share of a line inside its panel')
+        add_vlm_args(p)
+    @classmethod
+    def from_args(cls, args, cfg):
+        if args.backend == 'vlm':
+            from comix.vlm import VlmStage
+            return VlmStage.from_args(args, cfg)
+        return TextOcrStage(args.engine, _ocr_options(args), args.detector, args.rtl, args.min_overlap)
 
 def _ocr_options(a)->dict:
     if a.engine == 'paddleocr': return dict(det_model_dir=a.det_model, rec_model_dir=a.rec_model, lang=a.lang)
@@ -235,14 +264,4 @@ def _ocr_options(a)->dict:
 
 def main(argv:list|None=None)->int:
     "Entry point of `comix text`"
-    args = text_parser().parse_args(argv)
-    out = stage_config(args)['out']
-    if args.backend == 'vlm':
-        from comix.vlm import run_vlm_from_args
-        audit = run_vlm_from_args(args, out=out)
-    elif args.collect:
-        print(collect_text_table(out, list(pd.read_parquet(Layout(out).manifest, columns=['page_id']).page_id))); return 0
-    else:
-        audit = run_text_ocr(out, args.detector, args.engine, _ocr_options(args), shard=args.shard, num_shards=args.num_shards,
-                             rtl=args.rtl, min_overlap=args.min_overlap, redo=args.redo, progress=not args.no_progress)
-    return 1 if (audit.status == 'error').any() else 0
+    return stage_main(TextCommand, argv)

@@ -4,28 +4,26 @@
 
 # %% ../nbs/30_vlm.ipynb #e5fa1f3f
 from __future__ import annotations
-import asyncio, base64, io, json, math, os, random, re, threading, time, warnings
+import asyncio, base64, hashlib, io, json, math, os, random, re, threading, time, warnings
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 import jsonschema, pandas as pd
 from json_repair import repair_json
 from PIL import Image
 from fastcore.basics import patch
 from tqdm.auto import tqdm
-from .paths import (Audit, Layout, atomic_write_json, atomic_write_parquet, reconcile, select_shard,
-                         write_audit)
+from .paths import Layout, ConfigError, atomic_write_json
+from .stage import Stage, Done, Section, run_stage, stage_main, add_reasons
 
 # %% auto #0
 __all__ = ['PROMPT_VERSION', 'PAGE_TYPES', 'VLM_PROMPT', 'PANEL_SCHEMA', 'PAGE_SCHEMA', 'RESPONSE_FORMATS', 'PRICES',
-           'SAMPLE_RESULT', 'REPLY_KINDS', 'VLM_COLUMNS', 'response_format_for', 'downscale', 'encode_page',
-           'decode_data_url', 'VLMParseError', 'extract_json', 'normalise_result', 'check_result', 'parse_reply',
-           'page_cost', 'parse_retry_after', 'backoff_delay', 'RateLimiter', 'chat_completion', 'LoopbackVLMServer',
-           'VLMReply', 'VLMRequestError', 'api_key_from_env', 'classify_error', 'VLMClient', 'page_document',
-           'analyse_page', 'vlm_rows', 'errors_path', 'vlm_table_path', 'draw_result', 'synth_truth_result',
-           'panel_boxes', 'failed_pages', 'run_vlm', 'add_vlm_args', 'run_vlm_from_args']
+           'VLM_COLUMNS', 'VLM_BACKENDS', 'response_format_for', 'downscale', 'encode_page', 'decode_data_url',
+           'VLMParseError', 'extract_json', 'normalise_result', 'check_result', 'parse_reply', 'page_cost',
+           'parse_retry_after', 'backoff_delay', 'RateLimiter', 'VLMReply', 'VLMRequestError', 'api_key_from_env',
+           'classify_error', 'VLMClient', 'page_document', 'analyse_page', 'vlm_rows', 'draw_result', 'panel_boxes',
+           'VlmStage', 'add_vlm_args', 'vlm_endpoint']
 
 # %% ../nbs/30_vlm.ipynb #5b9e99aa
 PROMPT_VERSION = 'comix-vlm-1'
@@ -208,108 +206,6 @@ class RateLimiter:
             delay, self.next = self.next - now, max(now, self.next) + self.interval
         if delay > 0: await asyncio.sleep(delay)
 
-# %% ../nbs/30_vlm.ipynb #7595476e
-SAMPLE_RESULT = {'panels': [
-    {'box_2d': [20, 30, 480, 970], 'dialogue': [{'speaker': 'Mina', 'text': 'Is anyone there?'}],
-     'narration': ['Night, at the old harbour.'], 'sfx': [], 'characters': ['Mina'],
-     'description': 'Mina walks along a dark pier.'},
-    {'box_2d': [510, 30, 980, 970], 'dialogue': [{'speaker': 'unknown', 'text': 'Over here!'}],
-     'narration': [], 'sfx': ['SPLASH'], 'characters': ['Mina'], 'description': 'Something splashes below.'}],
-    'summary': 'Mina searches the harbour at night and hears a voice.', 'page_type': 'story'}
-REPLY_KINDS = ('good', 'fenced', 'chatty', 'trailing_comma', 'truncated', 'truncated_early', 'garbage', 'empty',
-               'reject_schema', '429', '500', 'slow')
-
-def _content(kind, result):
-    s = json.dumps(result, ensure_ascii=False)
-    return {'good': s, 'fenced': f'```json\n{s}\n```', 'chatty': f'Here is the analysis of the page:\n{s}\nLet me know!',
-            'trailing_comma': s[:-1] + ',}', 'truncated': s[:int(len(s) * 0.8)], 'truncated_early': s[:30],
-            'garbage': 'I am sorry, but I cannot see any comic page here.', 'empty': ''}[kind]
-
-# %% ../nbs/30_vlm.ipynb #6f81bd9e
-def chat_completion(content:str, model:str='loopback', finish_reason:str='stop', usage:dict|None=None)->dict:
-    "A chat-completions response body in the OpenAI wire format"
-    return {'id': f'chatcmpl-{random.getrandbits(48):x}', 'object': 'chat.completion', 'created': int(time.time()),
-            'model': model, 'choices': [{'index': 0, 'finish_reason': finish_reason, 'logprobs': None,
-                                         'message': {'role': 'assistant', 'content': content}}],
-            'usage': usage or {'prompt_tokens': 0, 'completion_tokens': 0, 'total_tokens': 0}}
-
-def _parts(body):
-    for m in body.get('messages', []):
-        yield from (m['content'] if isinstance(m['content'], list) else [{'type': 'text', 'text': m['content']}])
-
-def _usage(body, content, sizes):
-    "Plausible usage: image tokens per 28x28 patch (Qwen-VL style) + text tokens at ~4 characters each"
-    n_in = sum(math.ceil(w / 28) * math.ceil(h / 28) for w, h in sizes)
-    n_in += sum(len(p.get('text', '')) // 4 for p in _parts(body) if p.get('type') == 'text')
-    n_out = len(content) // 4
-    return {'prompt_tokens': n_in, 'completion_tokens': n_out, 'total_tokens': n_in + n_out}
-
-# %% ../nbs/30_vlm.ipynb #74938599
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version, disable_nagle_algorithm = 'HTTP/1.1', True  # keep-alive; no 40 ms delayed-ACK stalls
-    def log_message(self, *args): pass
-    def do_POST(self):
-        body = json.loads(self.rfile.read(int(self.headers.get('Content-Length', 0))) or b'{}')
-        if not self.path.rstrip('/').endswith('/chat/completions'): return self._send(404, {'error': {'message': 'not found'}})
-        owner = self.server.owner
-        status, payload, headers, delay = owner.reply(self.headers.get('X-Comix-Page', ''), body, self.headers)
-        with owner.lock: owner.in_flight += 1; owner.max_in_flight = max(owner.max_in_flight, owner.in_flight)
-        try:
-            if delay and owner.stopping.wait(delay): return
-            self._send(status, payload, headers)
-        finally:
-            with owner.lock: owner.in_flight -= 1
-    def _send(self, status, payload, headers=None):
-        data = json.dumps(payload).encode()
-        try:
-            self.send_response(status)
-            for k, v in {'Content-Type': 'application/json', 'Content-Length': str(len(data)), **(headers or {})}.items():
-                self.send_header(k, v)
-            self.end_headers(); self.wfile.write(data)
-        except (BrokenPipeError, ConnectionResetError): pass  # the client gave up (timeout)
-
-# %% ../nbs/30_vlm.ipynb #2a4ddcdb
-class LoopbackVLMServer:
-    "OpenAI-compatible chat-completions server on 127.0.0.1 replaying scripted replies (for tests, docs, benchmarks)"
-    def __init__(self, script:dict|None=None, # page_id -> reply kinds (`REPLY_KINDS`) of its successive requests
-                 default:str='good',         # kind for pages not in the script
-                 result=None,                # result good replies carry: a dict, or page_id -> dict (default `SAMPLE_RESULT`)
-                 retry_after:float=0.2,      # `Retry-After` seconds sent with 429
-                 slow_seconds:float=3.0,     # how long a 'slow' reply takes
-                 latency:float=0.0):         # seconds every other reply takes (a model "thinking")
-        self.script, self.default, self.result = script or {}, default, result or SAMPLE_RESULT
-        self.retry_after, self.slow_seconds, self.latency = retry_after, slow_seconds, latency
-        self.log, self.lock, self.stopping, self.counts = [], threading.Lock(), threading.Event(), {}
-        self.in_flight = self.max_in_flight = 0
-    def next_kind(self, page_id):
-        with self.lock:
-            kinds, i = self.script.get(page_id, [self.default]), self.counts.get(page_id, 0)
-            self.counts[page_id] = i + 1
-            return kinds[min(i, len(kinds) - 1)]
-    def reply(self, page_id, body, headers=None):
-        "(status, payload, headers, delay) for one request; the request is logged"
-        kind = self.next_kind(page_id)
-        sizes = [decode_data_url(p['image_url']['url']).size for p in _parts(body) if p.get('type') == 'image_url']
-        with self.lock:
-            self.log.append({'page_id': page_id, 'kind': kind, 'response_format': (body.get('response_format') or {}).get('type'),
-                             'image_sizes': sizes, 'authorization': (headers or {}).get('Authorization'), 't': time.monotonic()})
-        if kind == '429': return 429, {'error': {'message': 'rate limited', 'type': 'rate_limit'}}, {'Retry-After': str(self.retry_after)}, 0
-        if kind == '500': return 500, {'error': {'message': 'upstream error', 'type': 'server_error'}}, {}, 0
-        if kind == 'reject_schema' and (body.get('response_format') or {}).get('type') == 'json_schema':
-            return 400, {'error': {'message': "response_format 'json_schema' is not supported by this model"}}, {}, 0
-        result = self.result(page_id) if callable(self.result) else self.result
-        content = _content('good' if kind in ('slow', 'reject_schema') else kind, result)
-        finish = 'length' if kind.startswith('truncated') else 'stop'
-        payload = chat_completion(content, body.get('model', 'loopback'), finish, _usage(body, content, sizes))
-        return 200, payload, {}, (self.slow_seconds if kind == 'slow' else self.latency)
-    def __enter__(self):
-        self.httpd = ThreadingHTTPServer(('127.0.0.1', 0), _Handler)
-        self.httpd.daemon_threads, self.httpd.owner = True, self
-        self.base_url = f'http://127.0.0.1:{self.httpd.server_address[1]}/v1'
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-        return self
-    def __exit__(self, *exc): self.stopping.set(); self.httpd.shutdown(); self.httpd.server_close()
-
 # %% ../nbs/30_vlm.ipynb #8d02b9d0
 @dataclass
 class VLMReply:
@@ -441,15 +337,6 @@ def vlm_rows(doc:dict)->list:
         rows += [dict(page_id=doc['page_id'], panel_index=i, kind=k, speaker=s, text=t, order=j) for j, (k, s, t) in enumerate(items)]
     return rows
 
-def errors_path(out)->str:
-    "`OUT/text/vlm_errors.jsonl`"
-    return os.path.join(os.path.dirname(Layout(out).text_dir('vlm')), 'vlm_errors.jsonl')
-
-def vlm_table_path(out, shard:int=0, num_shards:int=1)->str:
-    "`OUT/text/vlm.parquet`, or its shard part while shards run"
-    p = Layout(out).text_table('vlm')
-    return p if num_shards == 1 else p.replace('.parquet', f'.shard-{shard:03d}-of-{num_shards:03d}.parquet')
-
 # %% ../nbs/30_vlm.ipynb #404605e9
 def draw_result(img:Image.Image, result:dict, width:int=4)->Image.Image:
     "A copy of the page with the result's panel boxes (`box_2d`, 0-1000) and their reading order drawn"
@@ -462,23 +349,6 @@ def draw_result(img:Image.Image, result:dict, width:int=4)->Image.Image:
         d.text((box[0] + 3 * width, box[1] + 2 * width), str(i), fill=(220, 30, 30))
     return img
 
-# %% ../nbs/30_vlm.ipynb #05d2eac0
-_SYNTH_TYPES = {'cover': 'cover', 'story': 'story', 'ad': 'advertisement', 'text': 'editorial', 'letters': 'editorial',
-                'credits': 'credits'}
-
-def synth_truth_result(truth:dict)->dict:
-    "The page result a perfect VLM would give for a `comix.synth` page, from its truth"
-    W, H = truth['width'], truth['height']
-    panels = [{'box_2d': [round(p['y'] * 1000 / H), round(p['x'] * 1000 / W), round((p['y'] + p['h']) * 1000 / H),
-                          round((p['x'] + p['w']) * 1000 / W)], 'dialogue': [], 'narration': [], 'sfx': [],
-               'characters': [], 'description': ''} for p in truth['panels']]
-    for b in sorted(truth['balloons'], key=lambda b: b['order']):
-        if b['panel'] is None: continue
-        p = panels[b['panel']]
-        if b['kind'] == 'dialogue': p['dialogue'].append({'speaker': 'unknown', 'text': b['text']})
-        else: p['narration'].append(b['text'])  # captions, titles, text blocks
-    return {'panels': panels, 'summary': '', 'page_type': _SYNTH_TYPES.get(truth['page_type'], 'other')}
-
 # %% ../nbs/30_vlm.ipynb #45110b80
 def panel_boxes(result:dict, width:int, height:int)->list:
     "The result's panels as pixel boxes `{'panel_index','x','y','w','h'}` of a `width` x `height` page"
@@ -490,28 +360,92 @@ def panel_boxes(result:dict, width:int, height:int)->list:
     return out
 
 # %% ../nbs/30_vlm.ipynb #22d47d51
-def _open_image(path):
-    "A fully decoded image from a file (a broken file fails here, as `unreadable`)"
-    im = Image.open(path); im.load()
-    return im
+add_reasons({
+    'timeout': ('error', 'the endpoint did not answer in time, after every retry'),
+    'connection': ('error', 'the endpoint could not be reached'),
+    'no_json': ('error', 'the reply holds no JSON'), 'empty': ('error', 'the reply is empty'),
+    'truncated': ('error', 'the reply was cut off before the JSON could be repaired'),
+    'invalid_json': ('error', 'the JSON cannot be repaired'), 'schema_invalid': ('error', 'the JSON does not fit the schema'),
+    'repaired': ('ok', 'the reply needed repairs (fences, chatter, commas, truncation) to parse'),
+    'http_4xx': ('error', 'the endpoint refused the request (`http_400`, `http_401`, ...)'),
+    'http_5xx': ('error', 'the endpoint failed, after every retry (`http_500`, ...)'),
+})
 
-def _page_units(out, pages, max_side=None)->list:
-    "[(page_id, loader)] from the manifest, a list of page ids, or a list of (page_id, image) pairs"
-    if pages is None: pages = pd.read_parquet(Layout(out).manifest, columns=['page_id']).page_id.tolist()
-    units, reader, lock = [], None, threading.Lock()
-    for p in pages:
-        if isinstance(p, (tuple, list)):
-            pid, img = p
-            units.append((pid, (lambda img=img: img if isinstance(img, Image.Image) else _open_image(img))))
-            continue
-        if reader is None:
-            from comix.extract import PageReader
-            reader = PageReader(out)
-        def load(pid=p):
-            with lock: return reader.image(pid, max_side=max_side)
-        units.append((p, load))
-    return units
+VLM_BACKENDS = {'api': 'comix.vlm:VLMClient', 'local': 'comix.vlm_local:LocalVLM'}
 
+def _backend_class(name:str):
+    "The backend class by name, imported when first asked for (the local backend needs torch)"
+    import importlib
+    if name not in VLM_BACKENDS: raise ConfigError(f"backend must be one of {sorted(VLM_BACKENDS)}, not {name!r}")
+    mod, cls = VLM_BACKENDS[name].split(':')
+    return getattr(importlib.import_module(mod), cls)
+
+# %% ../nbs/30_vlm.ipynb #4264544d
+class VlmStage(Stage):
+    "Every page through a VLM: panels, dialogue, captions, sfx, as page documents and one text table"
+    name, variant, table, columns, chunk = 'text', 'vlm', 'text/vlm', VLM_COLUMNS, 32
+    sort = ['page_id', 'panel_index', 'order']
+    def __init__(self, model:str|None=None, base_url:str|None=None, backend:str='api', api_key_env:str|None=None,
+                 concurrency:int=8, rpm:float|None=None, timeout:float=60.0, max_retries:int=4, max_side:int|None=1024,
+                 jpeg_quality:int=85, response_format:str='json_schema', max_tokens:int=4096, temperature:float=0.0,
+                 prices:dict|None=None, **client_kw):
+        _backend_class(backend) if backend != 'local' else None
+        if backend == 'api' and not base_url: raise ConfigError('the VLM backend needs --base-url URL (and --model NAME)')
+        if backend == 'api':                                  # a named but unset variable fails before any page
+            try: api_key_from_env(api_key_env)
+            except KeyError as e: raise ConfigError(str(e).strip('"'))
+        self.model, self.base_url, self.backend, self.api_key_env = model, base_url, backend, api_key_env
+        self.concurrency, self.rpm, self.timeout, self.max_retries = concurrency, rpm, timeout, max_retries
+        self.max_side, self.jpeg_quality, self.response_format = max_side, jpeg_quality, response_format
+        self.max_tokens, self.temperature, self.prices, self.client_kw = max_tokens, temperature, prices, client_kw
+    def params(self): return dict(model=self.model, backend=self.backend, prompt=PROMPT_VERSION, max_side=self.max_side,
+                                  temperature=self.temperature, max_tokens=self.max_tokens)
+    def make_backend(self):
+        "A fresh client (one per chunk: its connections belong to the chunk's event loop)"
+        if self.backend == 'local':
+            return _backend_class('local')(self.model, max_new_tokens=self.max_tokens, max_side=self.max_side, **self.client_kw)
+        return VLMClient(self.base_url, self.model, self.api_key_env, self.timeout, self.max_retries, self.concurrency,
+                         self.rpm, self.response_format, self.max_side, self.jpeg_quality, self.max_tokens,
+                         self.temperature, **self.client_kw)
+
+# %% ../nbs/30_vlm.ipynb #12459808
+@patch
+def doc_key(self:VlmStage, ctx, pid:str)->str:
+    "What a page document of this page, made with these options, is keyed by"
+    if 'md5' not in ctx._cache: ctx._cache['md5'] = ctx.manifest().set_index('page_id').md5.to_dict()
+    return hashlib.blake2b(json.dumps([ctx._cache['md5'].get(pid), self.params()], sort_keys=True).encode(), digest_size=8).hexdigest()
+
+def _read_doc(ctx, pid)->dict|None:
+    p = ctx.layout.text_json('vlm', pid)
+    try:
+        with open(p, encoding='utf-8') as f: return json.load(f)
+    except (OSError, ValueError): return None
+
+add_reasons({'cached': ('ok', "the page's document from an earlier, interrupted run was used: nothing was sent again")})
+
+# %% ../nbs/30_vlm.ipynb #783895df
+async def _vlm_page(stage, backend, ctx, pid, lock)->Done:
+    t0 = time.perf_counter()
+    def load():
+        with lock: return ctx.reader().image(pid, max_side=stage.max_side)
+    key = stage.doc_key(ctx, pid)
+    if not ctx.redo and (doc := _read_doc(ctx, pid)) and doc['provenance'].get('key') == key:   # done before a kill
+        return Done(pid, pd.DataFrame(vlm_rows(doc), columns=VLM_COLUMNS), reason='cached', seconds=time.perf_counter() - t0)
+    try: image = await asyncio.to_thread(load)
+    except Exception as e: return Done(pid, status='error', reason='unreadable_page', detail=repr(e)[:300], seconds=time.perf_counter() - t0)
+    try: doc, err = await analyse_page(backend, pid, image, stage.prices)
+    except Exception as e:        # a bug: audited with its traceback, the run goes on
+        import traceback
+        return Done(pid, status='error', reason='internal_error', detail=traceback.format_exc()[-1500:], seconds=time.perf_counter() - t0)
+    if doc is None:
+        raw = f" | raw: {err['raw'][:500]}" if err.get('raw') else ''
+        return Done(pid, status='error', reason=err['reason'], detail=f"{err.get('detail') or ''}{raw}", seconds=time.perf_counter() - t0)
+    doc['provenance']['key'] = key
+    atomic_write_json(ctx.layout.text_json('vlm', pid), doc)
+    return Done(pid, pd.DataFrame(vlm_rows(doc), columns=VLM_COLUMNS), reason='repaired' if doc['provenance']['repairs'] else '',
+                seconds=time.perf_counter() - t0)
+
+# %% ../nbs/30_vlm.ipynb #968001c1
 def _run_sync(coro):
     "Run `coro` to completion, also from inside a running event loop (Jupyter)"
     try: asyncio.get_running_loop()
@@ -524,95 +458,24 @@ def _run_sync(coro):
     if 'e' in res: raise res['e']
     return res.get('v')
 
-# %% ../nbs/30_vlm.ipynb #4264544d
-def _log_error(out, page_id, err, model):
-    line = json.dumps({'page_id': page_id, 'time': datetime.now(timezone.utc).isoformat(timespec='seconds'),
-                       'model': model, 'prompt_version': PROMPT_VERSION, **err}, ensure_ascii=False, default=str)
-    path = errors_path(out); os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, 'a', encoding='utf-8') as f: f.write(line + '\n')
-
-def failed_pages(out)->set:
-    "Pages with a failure in the error log and no result yet"
-    if not os.path.exists(errors_path(out)): return set()
-    with open(errors_path(out), encoding='utf-8') as f: ids = {json.loads(l)['page_id'] for l in f if l.strip()}
-    return {p for p in ids if not os.path.exists(Layout(out).text_json('vlm', p))}
-
-async def _one(backend, out, pid, load, audit, prices, model):
-    t0 = time.perf_counter()
-    try: image = await asyncio.to_thread(load)
-    except Exception as e: doc, err = None, {'reason': 'unreadable', 'detail': repr(e)[:300]}
-    else:
-        try: doc, err = await analyse_page(backend, pid, image, prices)
-        except Exception as e: doc, err = None, {'reason': 'exception', 'detail': repr(e)[:300]}  # a bug: audited, run goes on
-    if doc is not None:
-        atomic_write_json(Layout(out).text_json('vlm', pid), doc)
-        return audit.ok(pid, time.perf_counter() - t0, 'repaired' if doc['provenance']['repairs'] else '')
-    _log_error(out, pid, err, model)
-    audit.error(pid, err['reason'], err.get('detail', ''), time.perf_counter() - t0)
-
-# %% ../nbs/30_vlm.ipynb #783895df
-async def _run_pages(make_backend, out, todo, audit, prices, workers, progress):
-    backend, it = make_backend(), iter(todo)
-    model = backend.model
-    bar = tqdm(total=len(todo), desc='vlm', disable=not progress)
+async def _vlm_chunk(stage, ctx, units)->list:
+    backend, it, out, lock = stage.make_backend(), iter(units), [], threading.Lock()
     async def worker():
-        for pid, load in it:
-            await _one(backend, out, pid, load, audit, prices, model); bar.update()
-    try: await asyncio.gather(*(worker() for _ in range(max(1, min(workers, len(todo))))))
-    finally: bar.close(); await backend.aclose()
+        for pid in it: out.append(await _vlm_page(stage, backend, ctx, pid, lock))
+    n = 1 if stage.backend == 'local' else max(1, min(stage.concurrency, len(units)))
+    try: await asyncio.gather(*(worker() for _ in range(n)))
+    finally: await backend.aclose()
+    return out
 
-def _write_table(out, page_ids, shard, num_shards):
-    rows = []
-    for pid in page_ids:
-        p = Layout(out).text_json('vlm', pid)
-        if os.path.exists(p):
-            with open(p, encoding='utf-8') as f: rows += vlm_rows(json.load(f))
-    atomic_write_parquet(vlm_table_path(out, shard, num_shards), pd.DataFrame(rows, columns=VLM_COLUMNS))
+@patch
+def process(self:VlmStage, ctx, state, units): yield from _run_sync(_vlm_chunk(self, ctx, units))
 
-# %% ../nbs/30_vlm.ipynb #968001c1
 @patch
 async def aclose(self:VLMClient):
     "Close the HTTP connections"
     await self.client.close()
 
-def _local_vlm(model_dir, **kw):
-    from comix.vlm_local import LocalVLM
-    return LocalVLM(model_dir, **kw)
-
-def run_vlm(out,                      # output folder (reads OUT/manifest/pages.parquet unless `pages` is given)
-            model:str|None=None,      # model name at the endpoint, or a local directory with backend='local'
-            base_url:str|None=None,   # OpenAI-compatible endpoint, e.g. https://openrouter.ai/api/v1
-            *, backend:str='api',     # 'api' or 'local' (transformers)
-            api_key_env:str|None=None, # NAME of the env var with the key (default OPENAI_API_KEY, then OPENROUTER_API_KEY)
-            pages=None,               # None: the manifest; or page ids; or (page_id, image) pairs
-            shard:int=0, num_shards:int=1,
-            concurrency:int=8, rpm:float|None=None, timeout:float=60.0, max_retries:int=4,
-            max_side:int|None=1024, jpeg_quality:int=85, response_format:str='json_schema',
-            max_tokens:int=4096, temperature:float=0.0,
-            prices:dict|None=None,    # model -> (USD per 1M input, per 1M output tokens); default `PRICES`
-            retry_failed:bool=False,  # only pages whose last attempt failed
-            redo:bool=False,          # ask again for pages already done (their results are replaced)
-            progress:bool=True, **client_kw)->pd.DataFrame:
-    "Stage `text_vlm`: pages of one shard through a VLM; page JSONs, text table, error log, audit; returns the audit"
-    if backend not in ('api', 'local'): raise ValueError(f"backend must be 'api' or 'local', not {backend!r}")
-    if backend == 'api': api_key_from_env(api_key_env)  # a named but unset variable fails before any page
-    units = select_shard(_page_units(out, pages, max_side), shard, num_shards, key=lambda u: u[0])
-    failed, audit, todo = (failed_pages(out) if retry_failed else None), Audit(), []
-    for pid, load in units:
-        if not redo and os.path.exists(Layout(out).text_json('vlm', pid)): audit.skip(pid, 'already_done')
-        elif failed is not None and pid not in failed: audit.skip(pid, 'not_failed')
-        else: todo.append((pid, load))
-    make = (lambda: _local_vlm(model, max_new_tokens=max_tokens, max_side=max_side, **client_kw)) if backend == 'local' else \
-        (lambda: VLMClient(base_url, model, api_key_env, timeout, max_retries, concurrency, rpm, response_format, max_side,
-                           jpeg_quality, max_tokens, temperature, **client_kw))
-    if todo: _run_sync(_run_pages(make, out, todo, audit, prices, concurrency if backend == 'api' else 1, progress))
-    df = audit.frame()
-    write_audit(df, out, 'text_vlm', shard, num_shards)
-    _write_table(out, [u[0] for u in units], shard, num_shards)
-    reconcile(df, len(units), 'text_vlm')
-    return df
-
-# %% ../nbs/30_vlm.ipynb #515ef0de
+# %% ../nbs/30_vlm.ipynb #0c5f949c
 def add_vlm_args(p):
     "Add the VLM backend's flags to an argparse parser"
     g = p.add_argument_group('vlm backend')
@@ -624,15 +487,24 @@ def add_vlm_args(p):
     g.add_argument('--timeout', type=float, default=60.0); g.add_argument('--max-retries', type=int, default=4)
     g.add_argument('--max-side', type=int, default=1024); g.add_argument('--max-tokens', type=int, default=4096)
     g.add_argument('--response-format', choices=RESPONSE_FORMATS, default='json_schema')
-    g.add_argument('--retry-failed', action='store_true', help='only pages whose last attempt failed')
     return p
 
-def run_vlm_from_args(args, out=None)->pd.DataFrame:
-    "`run_vlm` with the flags of `add_vlm_args`, the common stage flags (and `--redo`, `--no-progress` when present)"
-    local = getattr(args, 'local_model', None)
-    return run_vlm(out or args.out, local or args.model, args.base_url, backend='local' if local else 'api',
-                   api_key_env=args.api_key_env, shard=args.shard, num_shards=args.num_shards,
-                   concurrency=args.concurrency, rpm=args.rpm, timeout=args.timeout, max_retries=args.max_retries,
-                   max_side=args.max_side, max_tokens=args.max_tokens, response_format=args.response_format,
-                   retry_failed=args.retry_failed, redo=getattr(args, 'redo', False),
-                   progress=not getattr(args, 'no_progress', False))
+def vlm_endpoint(cfg:dict)->dict:
+    "The VLM endpoint a config names (`options.vlm`, then `COMIX_VLM_BASE_URL` / `COMIX_VLM_MODEL`), or {}"
+    v = dict((cfg.get('options') or {}).get('vlm') or {})
+    if os.environ.get('COMIX_VLM_BASE_URL'): v.setdefault('base_url', os.environ['COMIX_VLM_BASE_URL'])
+    if os.environ.get('COMIX_VLM_MODEL'): v.setdefault('model', os.environ['COMIX_VLM_MODEL'])
+    return v if v.get('base_url') or v.get('local_model') else {}
+
+@patch(cls_method=True)
+def from_args(cls:VlmStage, args, cfg):
+    ep = vlm_endpoint(cfg)
+    local = args.local_model or ep.get('local_model')
+    if local: return cls(local, backend='local', max_side=args.max_side, max_tokens=args.max_tokens)
+    base = args.base_url or ep.get('base_url')
+    if not base: raise ConfigError('--backend vlm needs --base-url URL --model NAME (or --local-model DIR, or options.vlm in the config)')
+    return cls(args.model or ep.get('model'), base, api_key_env=args.api_key_env or ep.get('api_key_env'),
+               concurrency=args.concurrency, rpm=args.rpm, timeout=args.timeout, max_retries=args.max_retries,
+               max_side=args.max_side, max_tokens=args.max_tokens, response_format=args.response_format)
+
+VlmStage.add_args = classmethod(lambda cls, p: add_vlm_args(p))

@@ -9,7 +9,7 @@ from PIL import Image
 from .vlm import VLM_PROMPT, VLMReply, downscale
 
 # %% auto #0
-__all__ = ['LocalVLM', 'save_tiny_vlm']
+__all__ = ['LocalVLM']
 
 # %% ../nbs/30a_vlm_local.ipynb #6a679554
 class LocalVLM:
@@ -41,29 +41,3 @@ class LocalVLM:
         self.lock = self.lock or asyncio.Lock()
         async with self.lock: return await asyncio.to_thread(self.generate, image)
     async def aclose(self): pass
-
-# %% ../nbs/30a_vlm_local.ipynb #9a9ef037
-def save_tiny_vlm(path, # folder to write the model and processor to
-                  seed:int=0)->str:
-    "Save a tiny random LLaVA-style VLM (model + processor) to `path`, loadable with the Auto classes"
-    import torch
-    from tokenizers import Tokenizer, models, pre_tokenizers, decoders
-    from transformers import (PreTrainedTokenizerFast, CLIPImageProcessor, LlavaProcessor, LlavaConfig,
-                              CLIPVisionConfig, LlamaConfig, LlavaForConditionalGeneration)
-    vocab = {t: i for i, t in enumerate(['<pad>', '<s>', '</s>', '<unk>', '<image>'] + list('{}[]":,.0123456789 abcdefghijklmnopqrstuvwxyz_-'))}
-    tk = Tokenizer(models.WordLevel(vocab=vocab, unk_token='<unk>'))
-    tk.pre_tokenizer, tk.decoder = pre_tokenizers.Split('', 'isolated'), decoders.Fuse()
-    tok = PreTrainedTokenizerFast(tokenizer_object=tk, bos_token='<s>', eos_token='</s>', pad_token='<pad>', unk_token='<unk>',
-                                  extra_special_tokens={'image_token': '<image>'})
-    tmpl = ("{% for m in messages %}{% for c in m['content'] %}{% if c['type'] == 'image' %}<image>{% else %}"
-            "{{ c['text'] }}{% endif %}{% endfor %}{% endfor %}{% if add_generation_prompt %} {% endif %}")
-    proc = LlavaProcessor(image_processor=CLIPImageProcessor(size={'shortest_edge': 32}, crop_size={'height': 32, 'width': 32}),
-                          tokenizer=tok, patch_size=8, vision_feature_select_strategy='default', chat_template=tmpl,
-                          image_token='<image>', num_additional_image_tokens=1)
-    small = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2)
-    cfg = LlavaConfig(vision_config=CLIPVisionConfig(image_size=32, patch_size=8, **small), image_token_id=vocab['<image>'],
-                      text_config=LlamaConfig(vocab_size=len(vocab), num_key_value_heads=2, max_position_embeddings=4096,
-                                              pad_token_id=0, bos_token_id=1, eos_token_id=2, **small), vision_feature_layer=-1)
-    torch.manual_seed(seed)
-    LlavaForConditionalGeneration(cfg).save_pretrained(path); proc.save_pretrained(path)
-    return str(path)

@@ -76,7 +76,7 @@ def make_hostile_corpus(root) -> dict:
 
     # a healthy reference book
     cbz(root / 'good.cbz', [('p1.jpg', good[0]), ('p2.jpg', good[1]), ('p10.jpg', good[2])])
-    ex['good.cbz'] = dict(book=('ok', 'book'), pages=3)
+    ex['good.cbz'] = dict(book=('ok', ''), pages=3)
 
     # truncated zip: the end-of-central-directory is gone
     data = cbz(root / 'tmp.zip', [('p1.jpg', good[0]), ('p2.jpg', good[1])]).read_bytes(); os.remove(root / 'tmp.zip')
@@ -87,17 +87,17 @@ def make_hostile_corpus(root) -> dict:
     data = bytearray(cbz(root / 'tmp.zip', [('p1.jpg', good[0] * 3), ('p2.jpg', good[1])], zipfile.ZIP_DEFLATED).read_bytes())
     os.remove(root / 'tmp.zip'); data[100:400] = bytes(300)
     (root / 'damaged_member.cbz').write_bytes(bytes(data))
-    ex['damaged_member.cbz'] = dict(book=('ok', 'book'), entries={'p1.jpg': ('error', 'corrupt_member')}, pages=1)
+    ex['damaged_member.cbz'] = dict(book=('ok', ''), entries={'p1.jpg': ('error', 'corrupt_member')}, pages=1)
 
     # zip-slip: parent and absolute member names
     cbz(root / 'zipslip.cbz', [('../../evil.jpg', good[0]), ('/abs/evil.jpg', good[1]), ('ok.jpg', good[2])])
-    ex['zipslip.cbz'] = dict(book=('ok', 'book'), entries={'../../evil.jpg': ('error', 'zip_slip'),
+    ex['zipslip.cbz'] = dict(book=('ok', ''), entries={'../../evil.jpg': ('error', 'zip_slip'),
                                                           '/abs/evil.jpg': ('error', 'zip_slip')}, pages=1)
 
     # zip bomb by ratio: 64 MB of zeros that deflate to ~64 KB
     with zipfile.ZipFile(root / 'bomb_ratio.cbz', 'w', zipfile.ZIP_DEFLATED) as z:
         z.writestr('p1.jpg', good[0]); z.writestr('p2.jpg', bytes(64 << 20))
-    ex['bomb_ratio.cbz'] = dict(book=('ok', 'book'), entries={'p2.jpg': ('error', 'zip_bomb')}, pages=1)
+    ex['bomb_ratio.cbz'] = dict(book=('ok', ''), entries={'p2.jpg': ('error', 'zip_bomb')}, pages=1)
 
     # zip bomb by total size: the central directory claims 12 x 4 GB
     data = bytearray(cbz(root / 'tmp.zip', [(f'p{i}.jpg', good[i % 4]) for i in range(12)]).read_bytes())
@@ -117,14 +117,14 @@ def make_hostile_corpus(root) -> dict:
 
     # RAR4: plain and AES-encrypted (RAR 3.x encryption)
     rar4(root / 'rar4.cbr', [('p1.jpg', good[0]), ('p2.jpg', good[1])])
-    ex['rar4.cbr'] = dict(book=('ok', 'book'), pages=2, md5={0: hashlib.md5(good[0]).hexdigest(), 1: hashlib.md5(good[1]).hexdigest()})
+    ex['rar4.cbr'] = dict(book=('ok', ''), pages=2, md5={0: hashlib.md5(good[0]).hexdigest(), 1: hashlib.md5(good[1]).hexdigest()})
     rar4(root / 'encrypted.cbr', [('p1.jpg', good[0]), ('p2.jpg', good[1])], password='secret')
     ex['encrypted.cbr'] = dict(book=('error', 'encrypted'), entries={'p1.jpg': ('error', 'encrypted'), 'p2.jpg': ('error', 'encrypted')}, pages=0)
 
     # corrupt images, 0-byte page, decompression bomb
     cbz(root / 'bad_images.cbz', [('p1.jpg', b'\xff\xd8\xff\xe0 this is not really a jpeg'), ('p2.jpg', good[0][:len(good[0]) // 2]),
                                   ('p3.jpg', b''), ('p4.png', png_bomb_header()), ('p5.jpg', good[1])])
-    ex['bad_images.cbz'] = dict(book=('ok', 'book'), pages=1, page_errors={0: 'corrupt_image', 1: 'truncated_image',
+    ex['bad_images.cbz'] = dict(book=('ok', ''), pages=1, page_errors={0: 'corrupt_image', 1: 'truncated_image',
                                                                          2: 'empty_page', 3: 'decompression_bomb'})
 
     # PDF with no pages; EPUB with no images; EPUB whose spine order differs from name order
@@ -134,22 +134,22 @@ def make_hostile_corpus(root) -> dict:
     ex['noimages.epub'] = dict(book=('skipped', 'no_pages'))
     epub(root / 'spine.epub', [('c1.xhtml', 'img/b.jpg'), ('c2.xhtml', 'img/a.jpg'), ('c3.xhtml', 'img/c.jpg')],
          images={'img/a.jpg': good[0], 'img/b.jpg': good[1], 'img/c.jpg': good[2]})
-    ex['spine.epub'] = dict(book=('ok', 'book'), pages=3, order=['OEBPS/img/b.jpg', 'OEBPS/img/a.jpg', 'OEBPS/img/c.jpg'])
+    ex['spine.epub'] = dict(book=('ok', ''), pages=3, order=['OEBPS/img/b.jpg', 'OEBPS/img/a.jpg', 'OEBPS/img/c.jpg'])
 
     # non-UTF-8 member name (Latin-1 bytes, no UTF-8 flag)
     data = cbz(root / 'tmp.zip', [('cafX.jpg', good[0]), ('p2.jpg', good[1])]).read_bytes(); os.remove(root / 'tmp.zip')
     (root / 'latin1_names.cbz').write_bytes(data.replace(b'cafX', b'caf\xe9'))
-    ex['latin1_names.cbz'] = dict(book=('ok', 'book'), pages=2, page_reasons={'non_utf8_name'})
+    ex['latin1_names.cbz'] = dict(book=('ok', ''), pages=2, page_reasons={'non_utf8_name'})
 
     # non-UTF-8 names in a tar and in an image folder; a container whose own file name is not UTF-8
     with tarfile.open(root / 'latin1_names.cbt', 'w', encoding='utf-8', errors='surrogateescape') as t:
         for name, data in [(b'caf\xe9.jpg', good[0]), (b'p2.jpg', good[1])]:
             ti = tarfile.TarInfo(os.fsdecode(name)); ti.size = len(data); t.addfile(ti, io.BytesIO(data))
-    ex['latin1_names.cbt'] = dict(book=('ok', 'book'), pages=2, page_reasons={'non_utf8_name'})
+    ex['latin1_names.cbt'] = dict(book=('ok', ''), pages=2, page_reasons={'non_utf8_name'})
     (root / 'latin1 folder').mkdir()
     for name, data in [(b'caf\xe9.jpg', good[0]), (b'p2.jpg', good[1])]:
         with open(os.path.join(os.fsencode(root / 'latin1 folder'), name), 'wb') as f: f.write(data)
-    ex['latin1 folder'] = dict(book=('ok', 'book'), pages=2, page_reasons={'non_utf8_name'})
+    ex['latin1 folder'] = dict(book=('ok', ''), pages=2, page_reasons={'non_utf8_name'})
     with open(os.path.join(os.fsencode(root), b'bad_name_\xe9.cbz'), 'wb') as f: f.write((root / 'good.cbz').read_bytes())
     ex[os.fsdecode(b'bad_name_\xe9.cbz')] = dict(book=('error', 'non_utf8_path'))
 
@@ -166,20 +166,20 @@ def make_hostile_corpus(root) -> dict:
     # nested archive and junk
     cbz(root / 'nested.cbz', [('p1.jpg', good[0]), ('extras/inner.cbz', (root / 'good.cbz').read_bytes()),
                               ('__MACOSX/._p1.jpg', b'\x00\x05\x16\x07'), ('.DS_Store', b'junk'), ('Thumbs.db', b'junk')])
-    ex['nested.cbz'] = dict(book=('ok', 'book'), pages=1, entries={'extras/inner.cbz': ('skipped', 'nested_archive'),
+    ex['nested.cbz'] = dict(book=('ok', ''), pages=1, entries={'extras/inner.cbz': ('skipped', 'nested_archive'),
                             '__MACOSX/._p1.jpg': ('skipped', 'macosx'), '.DS_Store': ('skipped', 'ds_store'),
                             'Thumbs.db': ('skipped', 'thumbs_db')})
 
     # malformed ComicInfo.xml: audit error on that entry, the pages still extracted
     cbz(root / 'bad_xml.cbz', [('ComicInfo.xml', b'<ComicInfo><Series>Broken</Ser'), ('p1.jpg', good[0])])
-    ex['bad_xml.cbz'] = dict(book=('ok', 'book'), pages=1, entries={'ComicInfo.xml': ('error', 'bad_metadata')})
+    ex['bad_xml.cbz'] = dict(book=('ok', ''), pages=1, entries={'ComicInfo.xml': ('error', 'bad_metadata')})
 
     # "billion laughs" ComicInfo.xml (entity expansion): refused by expat's amplification limit, audited
     laughs = (b'<?xml version="1.0"?><!DOCTYPE l [<!ENTITY a "aaaaaaaaaa">'
               + b''.join(b'<!ENTITY %s "%s">' % (bytes([98 + i]), (b'&' + bytes([97 + i]) + b';') * 10) for i in range(9))
               + b']><ComicInfo><Series>&j;</Series></ComicInfo>')
     cbz(root / 'billion_laughs.cbz', [('ComicInfo.xml', laughs), ('p1.jpg', good[0])])
-    ex['billion_laughs.cbz'] = dict(book=('ok', 'book'), pages=1, entries={'ComicInfo.xml': ('error', 'bad_metadata')})
+    ex['billion_laughs.cbz'] = dict(book=('ok', ''), pages=1, entries={'ComicInfo.xml': ('error', 'bad_metadata')})
 
     # truncated compressed tar
     b = io.BytesIO()
@@ -193,7 +193,7 @@ def make_hostile_corpus(root) -> dict:
     os.symlink(root / 'does_not_exist.cbz', root / 'dangling.cbz')
     ex['dangling.cbz'] = dict(book=('error', 'unreadable'))
     cbz(root / 'no_permission.cbz', [('p1.jpg', good[3])]); os.chmod(root / 'no_permission.cbz', 0)
-    ex['no_permission.cbz'] = dict(book=('ok', 'book'), pages=1) if os.geteuid() == 0 else dict(book=('error', 'unreadable'))
+    ex['no_permission.cbz'] = dict(book=('ok', ''), pages=1) if os.geteuid() == 0 else dict(book=('error', 'unreadable'))
     return ex
 
 

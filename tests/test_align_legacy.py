@@ -3,7 +3,8 @@ import json
 from pathlib import Path
 import pandas as pd, pytest
 from comix.legacy import import_legacy, read_coco_predictions, legacy_result
-from comix.align import synthetic_run, run_align
+from comix.align import run_align
+from comix.testing.align import synthetic_run
 from comix.paths import Layout
 
 @pytest.fixture
@@ -42,7 +43,9 @@ def test_coco_and_vlm_import_with_unmappable_and_ambiguous_paths(lib):
     assert set(det.page_id) == set(man.page_id)
     saved = pd.read_parquet(Path(Layout(tmp/'out').quality).parent/'legacy_import.parquet')
     assert len(saved) == len(rep)
-    q = run_align(tmp/'out', detector='legacy', show=False, progress=False)['quality']
+    r = run_align(tmp/'out', detector='legacy', show=False, progress=False)
+    q = r.table
+    assert len(q) == len(man) and r.exit_code == 0
     assert q.is_perfect_match.all() and (q.text_coverage == 1.0).all() and (q.status == 'ok').all()
 
 def test_ambiguous_leaf_names_are_reported_not_guessed(tmp_path):

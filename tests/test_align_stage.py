@@ -3,7 +3,9 @@ import json, os, signal, subprocess, sys, time
 from pathlib import Path
 import fsspec, numpy as np, pandas as pd, pytest
 from PIL import Image
-from comix.align import (synthetic_run, run_align, layout_truths, random_flaws, truth_tables, write_inputs, main, quality_path)
+from comix.align import run_align, main, AlignStage
+from comix.testing.align import synthetic_run, layout_truths, random_flaws, truth_tables, write_inputs
+from comix.stage import run_stage
 from comix.dataspec import read_dataspec, dataspec_files, TEXT_KINDS
 from comix.paths import Layout, atomic_write_parquet, read_audit, reconcile
 
@@ -21,7 +23,9 @@ def run(tmp_path):
 def test_dataspec_round_trip_through_seed_reader(run):
     out, S = run
     r = run_align(out, show=False, progress=False)
-    assert r['written'] == 6 and (r['quality'].status == 'ok').all()
+    assert r.counts == dict(units=6, processed=6, ok=6, skipped=0, error=0) and r.exit_code == 0
+    assert (r.table.status == 'ok').all() and len(r.table) == 6
+    assert len(list(Path(Layout(out).dataspec_dir).rglob('0*.json'))) == 6
     files = dataspec_files(Path(Layout(out).lists_dir)/'perfect.txt')
     assert len(files) == 6                                       # every VLM panel count is right
     for f in files:
@@ -41,7 +45,7 @@ def test_quality_cases_on_synthetic_book(tmp_path):
     n = [len(S['truths'][p]['panels']) for p in ids]
     T = truth_tables(S['truths'], drop={ids[1]: [0]}, no_text={ids[2]}, shift={ids[3]: 0.3})   # redo the inputs, imperfect
     write_inputs(tmp_path/'out', T)
-    q = run_align(tmp_path/'out', show=False, progress=False)['quality'].set_index('page_id').loc[ids]
+    q = run_align(tmp_path/'out', show=False, progress=False).table.set_index('page_id').loc[ids]
     assert q.is_perfect_match.tolist() == [True, False, True, True]
     assert q.panel_count_ratio.iloc[1] == pytest.approx((n[1] - 1) / n[1])
     assert q.text_coverage.iloc[2] == 0.0
@@ -57,22 +61,39 @@ def test_skip_reasons_missing_image_and_reconcile(run):
     man = pd.read_parquet(Layout(out).manifest)
     det = pd.read_parquet(Layout(out).detect('classical'))
     ghost = det[det.page_id == man.page_id[0]].assign(page_id='synth/Ghost Book/0000')   # detections of a page no manifest knows
-    first = man.page_id[1]
-    atomic_write_parquet(Layout(out).detect('classical'), pd.concat([det[det.page_id != first], ghost]))
+    first, third = man.page_id[1], man.page_id[3]
+    nan_box = det[det.page_id == third].iloc[[0]].assign(panel_index=99, w=np.nan)        # a NaN box beside good ones
+    neg_box = det[det.page_id == third].iloc[[0]].assign(panel_index=98, h=-10)           # and a negative size
+    atomic_write_parquet(Layout(out).detect('classical'), pd.concat([det[det.page_id != first], ghost, nan_box, neg_box]))
     r = run_align(out, show=False, progress=False)
-    q = r['quality'].set_index('page_id')
-    assert q.loc['synth/Ghost Book/0000', 'reason'] == 'missing_image'
+    q = r.table.set_index('page_id')
+    assert set(q.index) == set(man.page_id)                                          # only manifest pages
     assert q.loc[first, 'reason'] == 'no_dets_after_threshold'
-    assert (q.status == 'ok').sum() == 5
-    counts = reconcile(read_audit(out, 'align'), 7, show=False)
-    assert counts.set_index(['status', 'reason']).n.to_dict() == {('ok', '-'): 5, ('skipped', 'missing_image'): 1, ('skipped', 'no_dets_after_threshold'): 1}
+    assert q.loc[third, 'status'] == 'ok' and q.loc[third, 'det_panels'] == len(S['truths'][third]['panels'])
+    assert (q.status == 'ok').sum() == 5 and r.exit_code == 0
+    a = read_audit(out, 'align')
+    counts = reconcile(a, 6, show=False)                                              # input rows are not units
+    assert counts.set_index(['status', 'reason']).n.to_dict() == {('ok', '-'): 5, ('skipped', 'no_dets_after_threshold'): 1}
+    inputs = a[a.level == 'input']
+    assert sorted(zip(inputs.page_id, inputs.reason)) == sorted([(third, 'bad_row'), ('synth/Ghost Book/0000', 'not_in_manifest')])
+    assert 'detect/classical' in inputs.set_index('page_id').detail['synth/Ghost Book/0000']
     skips = pd.read_csv(Path(Layout(out).quality).parent/'skips.csv')
-    assert sorted(skips.reason) == ['missing_image', 'no_dets_after_threshold']
+    assert sorted(skips.reason) == ['no_dets_after_threshold']
     book, = Path(out).parent.joinpath('lib').glob('*.cbz')
     os.remove(book)                                                                  # the book itself disappears
-    r = run_align(out, show=False, progress=False)
-    assert set(r['quality'].reason) == {'missing_image'}
+    r = run_align(out, show=False, progress=False, redo=True)                        # redo: everything again
+    assert set(r.table.reason) == {'missing_image'} and len(r.table) == 6 and r.counts['processed'] == 6
     assert not list(Path(Layout(out).dataspec_dir).rglob('0*.json'))                 # stale DataSpec files removed
+    reconcile(read_audit(out, 'align'), 6, show=False)
+
+def test_vanished_book_makes_its_pages_missing_image_on_rerun(run):
+    out, S = run
+    assert (run_align(out, show=False, progress=False).table.status == 'ok').all()
+    book, = Path(out).parent.joinpath('lib').glob('*.cbz')
+    os.remove(book)
+    r = run_align(out, show=False, progress=False)
+    assert set(r.table.reason) == {'missing_image'} and r.counts['processed'] == 6
+    assert not list(Path(Layout(out).dataspec_dir).rglob('0*.json'))
 
 def test_duplicates_stay_out_of_training_lists(run):
     out, S = run
@@ -80,10 +101,27 @@ def test_duplicates_stay_out_of_training_lists(run):
     dup = man.page_id[2]
     man.loc[man.page_id == dup, 'canonical'] = False
     atomic_write_parquet(Layout(out).manifest, man)
-    r = run_align(out, show=False, progress=False)
-    lists = {k: [read_dataspec(f)['page_id'] for f in dataspec_files(Path(Layout(out).lists_dir)/f'{k}.txt')] for k in r['lists']}
-    assert dup not in lists['perfect'] and len(lists['perfect']) == 5
+    stage = AlignStage()
+    r = run_stage(stage, out, show=False, progress=False)
+    assert set(stage.lists) == {'perfect', 'near_perfect', 'high_quality', 'high_quality_ocr'}
+    lists = {k: [read_dataspec(f)['page_id'] for f in dataspec_files(Path(Layout(out).lists_dir)/f'{k}.txt')] for k in stage.lists}
+    assert {k: len(v) for k, v in lists.items()} == stage.lists
+    for k, v in lists.items(): assert dup not in v, k
+    assert len(lists['perfect']) == 5
     assert os.path.exists(Layout(out).dataspec(dup))                                 # written, just not listed
+    assert not r.table.set_index('page_id').canonical[dup]
+
+def test_page_marked_duplicate_later_leaves_the_lists(run):
+    out, S = run
+    run_align(out, show=False, progress=False)
+    man = pd.read_parquet(Layout(out).manifest)
+    dup = man.page_id[2]
+    man.loc[man.page_id == dup, 'canonical'] = False
+    atomic_write_parquet(Layout(out).manifest, man)
+    r = run_align(out, show=False, progress=False)
+    assert not r.table.set_index('page_id').canonical[dup]
+    perfect = [read_dataspec(f)['page_id'] for f in dataspec_files(Path(Layout(out).lists_dir)/'perfect.txt')]
+    assert dup not in perfect and len(perfect) == 5
 
 def _big_run(out, n):
     "A manifest and inputs for n synthetic pages (no images; --no-check-images)"
@@ -97,40 +135,54 @@ def _big_run(out, n):
 def _tree(root):
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in Path(root).rglob('*.json')}
 
+KILL = ('import sys; from comix.align import AlignStage, main\n'
+        'AlignStage.chunk = 150      # commit every 150 pages, so that a kill lands between commits\n'
+        'sys.exit(main(sys.argv[1:]))')
+
+def _parts(out):
+    d = Path(Layout(out).quality).parent/'quality.parts'
+    return sorted(d.glob('*.audit.parquet')) if d.is_dir() else []
+
+def _lists(out):
+    return {k: (Path(Layout(out).lists_dir)/f'{k}.txt').read_text().replace(str(out), '')
+            for k in ('perfect', 'near_perfect', 'high_quality', 'high_quality_ocr')}
+
 def test_sigkill_then_resume_equals_clean_run(tmp_path):
     for o in ('killed', 'clean'): _big_run(tmp_path/o, 1500)
-    cmd = [sys.executable, '-c', 'import sys; from comix.align import main; sys.exit(main(sys.argv[1:]))',
-           '--out', str(tmp_path/'killed'), '--no-check-images', '--no-progress', '--batch', '150']
+    cmd = [sys.executable, '-c', KILL, '--out', str(tmp_path/'killed'), '--no-check-images', '--no-progress']
     p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    prog = Path(tmp_path/'killed'/'align'/'progress')
     t0 = time.time()
-    while not (prog.is_dir() and len(list(prog.glob('*.parquet'))) >= 2) and p.poll() is None and time.time() - t0 < 120: time.sleep(0.005)
+    while len(_parts(tmp_path/'killed')) < 2 and p.poll() is None and time.time() - t0 < 120: time.sleep(0.005)
     p.send_signal(signal.SIGKILL); p.wait()
     assert not os.path.exists(Layout(tmp_path/'killed').quality), 'the run finished before it could be killed'
+    committed = pd.concat([pd.read_parquet(f) for f in _parts(tmp_path/'killed')])
+    assert committed.page_id.is_unique and 300 <= len(committed) < 1500
     n_before = len(list(Path(Layout(tmp_path/'killed').dataspec_dir).rglob('*.json')))
     assert 0 < n_before < 1500
     for f in Path(Layout(tmp_path/'killed').dataspec_dir).rglob('*.json'): json.loads(f.read_text())   # no torn file at a final name
     r = run_align(tmp_path/'killed', check_images=False, show=False, progress=False)
-    assert (r['audit'].reason == 'already_done').sum() >= 300                        # the noted batches are not redone
-    run_align(tmp_path/'clean', check_images=False, show=False, progress=False)
+    done = set(r.audit.page_id[r.audit.reason == 'already_done'])
+    assert done == set(committed.page_id) and r.counts['processed'] == 1500 - len(done)   # the committed chunks are not redone
+    assert not _parts(tmp_path/'killed')
+    c = run_align(tmp_path/'clean', check_images=False, show=False, progress=False)
+    pd.testing.assert_frame_equal(r.table, c.table)
     a, b = _tree(Layout(tmp_path/'killed').dataspec_dir), _tree(Layout(tmp_path/'clean').dataspec_dir)
-    assert a.keys() == b.keys() and all(a[k] == b[k] for k in a)
-    for k in ('perfect', 'near_perfect', 'high_quality'):
-        la = (Path(Layout(tmp_path/'killed').lists_dir)/f'{k}.txt').read_text().replace(str(tmp_path/'killed'), '')
-        lb = (Path(Layout(tmp_path/'clean').lists_dir)/f'{k}.txt').read_text().replace(str(tmp_path/'clean'), '')
-        assert la == lb
+    assert len(a) == (c.table.status == 'ok').sum() and a.keys() == b.keys() and all(a[k] == b[k] for k in a)
+    assert _lists(tmp_path/'killed') == _lists(tmp_path/'clean')
 
 def test_shards_split_and_merge_like_one_run(tmp_path):
     _big_run(tmp_path/'one', 400); _big_run(tmp_path/'three', 400)
     assert main(['--out', str(tmp_path/'one'), '--no-check-images', '--no-progress']) == 0
     for s in range(3): assert main(['--out', str(tmp_path/'three'), '--no-check-images', '--no-progress', '--shard', str(s), '--num-shards', '3']) == 0
-    one = pd.read_parquet(Layout(tmp_path/'one').quality).set_index('page_id').sort_index()
-    three = pd.read_parquet(Layout(tmp_path/'three').quality).set_index('page_id').sort_index()
-    pd.testing.assert_frame_equal(one, three)
-    parts = [pd.read_parquet(quality_path(tmp_path/'three', s, 3)) for s in range(3)]
-    assert sum(map(len, parts)) == 400 and len(set.intersection(*[set(p.page_id) for p in parts])) == 0
-    reconcile(read_audit(tmp_path/'three', 'align'), 400, show=False)
-    assert _tree(Layout(tmp_path/'one').dataspec_dir).keys() == _tree(Layout(tmp_path/'three').dataspec_dir).keys()
+    pd.testing.assert_frame_equal(pd.read_parquet(Layout(tmp_path/'one').quality), pd.read_parquet(Layout(tmp_path/'three').quality))
+    a = read_audit(tmp_path/'three', 'align')
+    reconcile(a, 400, show=False)
+    by_run = a[a.level == 'page'].groupby('run').page_id.nunique()
+    assert len(by_run) == 3 and by_run.sum() == 400 and (by_run > 50).all()       # three disjoint shards, one audit
+    assert not _parts(tmp_path/'three') and list(Path(tmp_path/'three'/'audit').iterdir()) == [Path(tmp_path/'three'/'audit'/'align.parquet')]
+    one, three = _tree(Layout(tmp_path/'one').dataspec_dir), _tree(Layout(tmp_path/'three').dataspec_dir)
+    assert one.keys() == three.keys() and all(one[k] == three[k] for k in one)
+    assert _lists(tmp_path/'one') == _lists(tmp_path/'three')
 
 def test_comix_align_command(run):
     out, _ = run

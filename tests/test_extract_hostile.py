@@ -6,7 +6,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from extract_hostile_corpus import make_hostile_corpus, rar4, jpeg
-from comix.extract import run_extract, reconciliation, PageReader
+from comix.extract import run_extract, reconciliation, PageReader, find_books
+from comix.paths import read_audit, reconcile
 from comix.readers import open_book, fix_name
 
 
@@ -29,16 +30,17 @@ def hostile(tmp_path_factory):
 
 def test_every_item_has_its_reason(hostile):
     base, lib, expect, before, res = hostile
-    a, m = res['audit'], res['manifest']
-    books = a[a.level == 'book'].assign(name=lambda d: d.page_id.str.split('/', n=1).str[1])
+    a, m = res.state, res.table
+    books = a[a.level == 'book']
+    assert (books.page_id == books.unit).all() and books.page_id.is_unique
     by_book = {r.page_id: r for r in books.itertuples()}
-    from comix.extract import find_books
     refs = {Path(r.container).name: r for r in find_books({'h': str(lib)})}
     assert set(refs) == set(expect), set(refs) ^ set(expect)
     for fname, ex in expect.items():
         ref = refs[fname]; row = by_book[ref.book_id]
         assert (row.status, row.reason) == ex['book'], (fname, row.status, row.reason, row.detail)
-        rows = a[a.page_id.str.startswith(ref.book_id + '/') | a.page_id.str.startswith(ref.book_id + ':')]
+        rows = a[(a.unit == ref.book_id) & (a.level != 'book')]
+        assert (rows.page_id.str.startswith(ref.book_id + '/') | rows.page_id.str.startswith(ref.book_id + ':')).all()
         got = {r.entry: (r.status, r.reason) for r in rows.itertuples()}
         for entry, st in ex.get('entries', {}).items(): assert got.get(entry) == st, (fname, entry, got.get(entry))
         pages = m[m.book_key == ref.book_key].sort_values('page_index')
@@ -53,9 +55,19 @@ def test_every_item_has_its_reason(hostile):
 
 def test_reconciliation_adds_up(hostile):
     base, lib, expect, before, res = hostile
-    a = res['audit']
+    a = res.state
     t = reconciliation(a)
     assert t.n.sum() == len(a)
+    # the audit on disk keeps `level`: the same reconciliation reads back from OUT/audit/extract.parquet
+    disk = read_audit(base / 'out', 'extract')
+    pd.testing.assert_frame_equal(reconciliation(disk), t)
+    # this run's view: one row per book, and the counts add up
+    reconcile(res.audit, len(expect), show=False)
+    assert res.counts['units'] == len(expect) == res.counts['ok'] + res.counts['skipped'] + res.counts['error']
+    assert res.counts['processed'] == len(expect)
+    # books in error: the run finishes and says so with exit code 3
+    errors = {k for k, ex in expect.items() if ex['book'][0] == 'error'}
+    assert res.counts['error'] == len(errors) > 0 and res.exit_code == 3
     # entries seen, counted independently with zipfile for every zip that opens: one audit row per member
     for p in sorted(lib.glob('*.cbz')):
         try: n = len(zipfile.ZipFile(p).infolist())
@@ -78,8 +90,26 @@ def test_nothing_written_outside_out(hostile):
 def test_rerun_is_idempotent(hostile):
     base, lib, expect, before, res = hostile
     again = run_extract({'h': str(lib)}, base / 'out', workers=1, progress=False, show=False)
-    assert again['processed'] == 0 and again['already_done'] == res['books']
-    pd.testing.assert_frame_equal(again['manifest'], res['manifest'])
+    assert again.counts['processed'] == 0 and again.counts['units'] == res.counts['units']
+    # books done earlier are skipped as already_done; books in error keep their error (no --retry-errors)
+    first = res.audit.set_index('page_id')
+    for r in again.audit.itertuples():
+        if first.status[r.page_id] == 'error': assert (r.status, r.reason) == ('error', first.reason[r.page_id])
+        else: assert (r.status, r.reason) == ('skipped', 'already_done'), r
+    assert again.exit_code == res.exit_code == 3
+    pd.testing.assert_frame_equal(again.table, res.table)
+    key = lambda a: a.sort_values(['unit', 'level', 'page_id'], ignore_index=True)
+    pd.testing.assert_frame_equal(key(again.state), key(res.state))      # nothing new in the stage's audit
+    # what is on disk is what the run returned (parquet reads strings back as pandas' str dtype)
+    pd.testing.assert_frame_equal(pd.read_parquet(base / 'out' / 'manifest' / 'pages.parquet'), res.table, check_dtype=False)
+    # --retry-errors reads exactly the books in error again, and they fail the same way
+    retry = run_extract({'h': str(lib)}, base / 'out', workers=1, progress=False, show=False, retry_errors=True)
+    assert retry.counts['processed'] == res.counts['error']
+    err = (res.audit.status == 'error').to_numpy()
+    cols = ['page_id', 'status', 'reason']
+    pd.testing.assert_frame_equal(retry.audit[cols][err], res.audit[cols][err])
+    assert set(retry.audit.reason[~err]) == {'already_done'} and retry.exit_code == 3
+    pd.testing.assert_frame_equal(retry.table, res.table)
 
 
 def test_rar4_and_encrypted_rar4_are_real(tmp_path):
@@ -94,6 +124,7 @@ def test_rar4_and_encrypted_rar4_are_real(tmp_path):
 
 def test_pages_read_back_through_page_reader(hostile):
     base, lib, expect, before, res = hostile
-    m = res['manifest']
+    m = res.table
+    assert len(m) > 0
     with PageReader(base / 'out') as pr:
         for pid, md5 in m[['page_id', 'md5']].values: assert hashlib.md5(pr.bytes(pid)).hexdigest() == md5

@@ -3,7 +3,8 @@ import hashlib, zipfile
 from pathlib import Path
 import pandas as pd
 import pytest
-from comix.extract import run_extract, PageReader, open_page, find_books
+from comix.extract import run_extract, PageReader, open_page, find_books, reconciliation
+from comix.paths import read_audit
 
 REAL = Path(__file__).resolve().parents[1].parent / 'shared' / 'data' / 'real' / 'comicbox-captain-science'
 pytestmark = pytest.mark.skipif(not REAL.exists(), reason='../shared/data/real is not available')
@@ -23,7 +24,7 @@ def _truth():
 
 def test_every_format_gives_the_five_pages_in_order(run):
     out, res = run
-    m = res['manifest']
+    m = res.table
     truth = _truth()
     assert len(truth) == 5
     containers = {'Captain Science #001.cbz', 'Captain Science #001-cix.cbz', 'Captain Science #001-comet.cbz',
@@ -41,7 +42,7 @@ def test_every_format_gives_the_five_pages_in_order(run):
 def test_rar_is_rar5_and_reads(run):
     out, res = run
     assert (REAL / 'Captain Science #001-cbi.cbr').read_bytes()[:8] == b'Rar!\x1a\x07\x01\x00'
-    m = res['manifest']
+    m = res.table
     with PageReader(out) as pr:
         for pid in m[m.container.str.endswith('.cbr')].page_id:
             assert hashlib.md5(pr.bytes(pid)).hexdigest() == m.set_index('page_id').md5[pid]
@@ -49,7 +50,7 @@ def test_rar_is_rar5_and_reads(run):
 
 def test_comicinfo_page_types(run):
     out, res = run
-    m = res['manifest']
+    m = res.table
     for c in ['Captain Science #001.cbz', 'Captain Science #001-cix.cbz', 'Captain Science #001-cix-cbi.cbr', 'Captain Science 001']:
         b = m[m.container == c].sort_values('page_index')
         assert b.page_type.tolist() == ['FrontCover'] + ['Story'] * 4, c
@@ -61,8 +62,8 @@ def test_comicinfo_page_types(run):
 
 def test_junk_empty_and_metadata_only(run):
     out, res = run
-    a = res['audit']
-    book = lambda k: a[a.page_id == f'real/{k}'].iloc[0]
+    a = res.state
+    book = lambda k: a[(a.page_id == f'real/{k}') & (a.level == 'book')].iloc[0]
     assert (book('empty').status, book('empty').reason) == ('skipped', 'empty_archive')
     assert book('Captain Science #001 (1950) The Beginning - nothing').reason == 'empty_archive'
     for k in ['Captain Science #001-metron', 'comicbox', 'yaml', 'xml', 'patchme']:
@@ -74,13 +75,14 @@ def test_junk_empty_and_metadata_only(run):
     for p in REAL.glob('*.cbz'):
         n = len(zipfile.ZipFile(p).infolist())
         key = [r for r in find_books({'real': str(REAL)}) if r.container == p.name][0].book_id
-        rows = a[(a.level != 'book') & (a.page_id.str.startswith(key + '/') | a.page_id.str.startswith(key + ':'))]
+        rows = a[(a.level != 'book') & (a.unit == key)]
         assert len(rows) == n, p.name
+        assert (rows.page_id.str.startswith(key + '/') | rows.page_id.str.startswith(key + ':')).all(), p.name
 
 
 def test_text_only_pdfs_are_rendered(run):
     out, res = run
-    m = res['manifest']
+    m = res.table
     b = m[m.container == 'test_pdf.pdf'].sort_values('page_index')
     assert len(b) == 4 and (b.format == 'png').all()
     im = open_page(b.page_id.iloc[0], out, max_side=200)
@@ -89,6 +91,10 @@ def test_text_only_pdfs_are_rendered(run):
 
 def test_reconciled(run):
     out, res = run
-    t = res['reconciliation']
-    assert t.n.sum() == len(res['audit'])
-    assert not (res['audit'].status == 'error').any()
+    t = reconciliation(res.state)
+    assert t.n.sum() == len(res.state)
+    assert not (res.state.status == 'error').any() and res.exit_code == 0
+    # the same table reads back from the audit on disk, with its levels
+    pd.testing.assert_frame_equal(reconciliation(read_audit(out, 'extract')), t)
+    books = find_books({'real': str(REAL)})
+    assert res.counts['units'] == len(books) == res.counts['ok'] + res.counts['skipped']

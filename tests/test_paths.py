@@ -68,12 +68,12 @@ def test_bridge_never_maps_one_foreign_path_to_two_pages():
     assert br.ambiguous.foreign.tolist() == ['p1.jpg'] and br.ambiguous.candidates[0] == ['lib/A/0001', 'lib/B/0001']
     assert br.unmatched == ['C/p9.jpg']
 
-def _tiny_nb(folder: Path, body: str) -> Path:
+def _tiny_nb(folder: Path, body: str, params: str = 'out = None\nn = 1', name: str = '50_tiny') -> Path:
     import nbformat
     nb = nbformat.v4.new_notebook()
-    p = nbformat.v4.new_code_cell('out = None\nn = 1'); p.metadata['tags'] = ['parameters']
+    p = nbformat.v4.new_code_cell(params); p.metadata['tags'] = ['parameters']
     nb.cells = [p, nbformat.v4.new_code_cell(body)]
-    path = folder/'50_tiny.ipynb'; nbformat.write(nb, path); return path
+    path = folder/f'{name}.ipynb'; nbformat.write(nb, path); return path
 
 def _comix(*args, cwd):
     exe = Path(sys.executable).with_name('comix')
@@ -93,3 +93,9 @@ def test_comix_run_command(tmp_path):
     logs = sorted((tmp_path/'o'/'runs'/'tiny').glob('*.ipynb'))
     assert len(logs) == 2 and any('n = 2' in l.read_text() for l in logs)
     assert _comix('nonsense', cwd=tmp_path).returncode == 2
+    # a notebook that declares no `out` still runs with --out: OUT is where its run log goes
+    _tiny_nb(tmp_path, 'print("k =", k)', params='k = 1', name='51_no_out')
+    r = _comix('run', 'no_out', '--nbs', str(tmp_path), '-p', 'k', '3', '--out', 'o', cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    logs = sorted((tmp_path/'o'/'runs'/'no_out').glob('*.ipynb'))
+    assert len(logs) == 1 and 'k = 3' in logs[0].read_text()

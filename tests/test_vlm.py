@@ -1,15 +1,19 @@
 """Integration tests of comix.vlm: the real client (AsyncOpenAI) over real HTTP against a loopback
-OpenAI-compatible server on 127.0.0.1 that replays every failure kind in the chat-completions wire format."""
-import asyncio, json, os, time
+OpenAI-compatible server on 127.0.0.1 that replays every failure kind in the chat-completions wire format.
+Pages come from a manifest, as in a real run: tiny synthetic books extracted with `run_extract`."""
+import asyncio, json, os, shutil, subprocess, sys, time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from PIL import Image, ImageDraw
 
-from comix.paths import read_audit, reconcile
-from comix.vlm import (LoopbackVLMServer, VLMClient, VLMRequestError, PAGE_SCHEMA, PROMPT_VERSION, SAMPLE_RESULT,
-                       check_result, errors_path, failed_pages, run_vlm, vlm_table_path)
+from comix.paths import ConfigError, Layout, read_audit, reconcile
+from comix.stage import run_stage
+from comix.extract import run_extract
+from comix.synth import synth_book
+from comix.vlm import VLMClient, VLMRequestError, VlmStage, PROMPT_VERSION, VLM_COLUMNS, check_result
+from comix.testing.vlm import LoopbackVLMServer, SAMPLE_RESULT, synth_truth_result
 
 MODEL = 'google/gemma-3-4b-it'  # has a price in PRICES, so cost is recorded
 
@@ -24,6 +28,29 @@ def _page(i, size=(900, 1350)):
     return im
 
 
+def _library(tmp, books:dict, size=(300, 450), out='out'):
+    "Synthetic books {name: n_pages} under tmp/lib (source `lib`), extracted into tmp/out; (out, page ids in order)"
+    for k, (name, n) in enumerate(books.items()):
+        synth_book(tmp / 'lib' / f'{name}.cbz', n_pages=n, seed=k, size=size, text=False, comicinfo=False)
+    return _extract(tmp, out)
+
+
+def _extract(tmp, out='out'):
+    res = run_extract({'lib': tmp / 'lib'}, tmp / out, workers=1, progress=False, show=False)
+    assert res.exit_code == 0
+    return tmp / out, res.table.sort_values(['book_key', 'page_index']).page_id.tolist()
+
+
+def _stage(srv, **kw):
+    kw = dict(timeout=1.5, max_retries=2, backoff_base=0.02) | kw
+    return VlmStage(kw.pop('model', MODEL), srv.base_url, **kw)
+
+
+def _run(out, srv, run_kw=None, **kw):
+    "One run of the VLM stage over `out`'s manifest against the loopback server"
+    return run_stage(_stage(srv, **kw), out, progress=False, show=False, **(run_kw or {}))
+
+
 ALL_KINDS = ['good', 'fenced', 'chatty', 'trailing_comma', 'truncated', 'truncated_early', 'garbage', 'empty',
              '500', 'slow', 'reject_schema']
 EXPECTED = {'good': ('ok', ''), 'fenced': ('ok', 'repaired'), 'chatty': ('ok', 'repaired'),
@@ -34,93 +61,99 @@ EXPECTED = {'good': ('ok', ''), 'fenced': ('ok', 'repaired'), 'chatty': ('ok', '
 
 
 @pytest.fixture
-def mixed():
-    script = {f'lib/book/{i:04d}': [k] for i, k in enumerate(ALL_KINDS)}
-    script['lib/book/0100'] = ['429', '429', 'good']
+def mixed(tmp_path):
+    "One book of 12 pages: page i gets reply kind ALL_KINDS[i], the last one 429, 429, good"
+    out, ids = _library(tmp_path, {'book': len(ALL_KINDS) + 1})
+    script = {pid: [k] for pid, k in zip(ids, ALL_KINDS)}
+    script[ids[-1]] = ['429', '429', 'good']
     kinds = {pid: ('429>good' if len(ks) > 1 else ks[0]) for pid, ks in script.items()}
-    pages = [(pid, _page(i)) for i, pid in enumerate(script)]
-    return script, kinds, pages
+    return out, script, kinds
 
 
-def _run(out, srv, pages, **kw):
-    kw = dict(timeout=1.5, max_retries=2, backoff_base=0.02, progress=False) | kw
-    return run_vlm(out, MODEL, srv.base_url, pages=pages, **kw)
-
-
-def test_every_reply_kind_ends_in_result_or_audit_row(tmp_path, mixed):
-    script, kinds, pages = mixed
+def test_every_reply_kind_ends_in_result_or_audit_row(mixed):
+    out, script, kinds = mixed
+    pid = {k: p for p, k in kinds.items()}
     with LoopbackVLMServer(script, retry_after=0.05, slow_seconds=10) as srv:
-        audit = _run(tmp_path, srv, pages)
+        res = _run(out, srv)
+    audit = res.audit
     assert sorted(audit.page_id) == sorted(script)  # no page lost, none twice
     got = {r.page_id: (r.status, r.reason) for r in audit.itertuples()}
-    assert got == {pid: EXPECTED[k] for pid, k in kinds.items()}
-    reconcile(audit, len(pages), show=False)
-    for pid, (status, reason) in got.items():
-        f = tmp_path / 'text' / 'vlm' / f'{pid}.json'
+    assert got == {p: EXPECTED[k] for p, k in kinds.items()}
+    reconcile(audit, len(script), show=False)
+    assert res.exit_code == 3 and res.counts['error'] == sum(s == 'error' for s, _ in got.values())
+    for p, (status, reason) in got.items():
+        f = Path(Layout(out).text_json('vlm', p))
         assert f.exists() == (status == 'ok')
         if status == 'ok':
             doc = json.loads(f.read_text())
-            assert doc['page_id'] == pid and check_result(doc['result']) == []
+            assert doc['page_id'] == p and check_result(doc['result']) == []
             prov = doc['provenance']
             assert prov['prompt_version'] == PROMPT_VERSION and prov['model'] == MODEL and prov['backend'] == 'api'
             assert prov['usage']['prompt_tokens'] > 0 and prov['cost'] > 0
             assert bool(prov['repairs']) == (reason == 'repaired')
+    doc = lambda k: json.loads(Path(Layout(out).text_json('vlm', pid[k])).read_text())
     # the fixed-up replies carry the same content as the clean one
-    good = json.loads((tmp_path / 'text/vlm/lib/book/0000.json').read_text())['result']
-    assert good == SAMPLE_RESULT
-    for k in ('fenced', 'chatty', 'trailing_comma'):
-        pid = f'lib/book/{ALL_KINDS.index(k):04d}'
-        assert json.loads((tmp_path / 'text/vlm' / f'{pid}.json').read_text())['result'] == SAMPLE_RESULT
+    assert doc('good')['result'] == SAMPLE_RESULT
+    for k in ('fenced', 'chatty', 'trailing_comma'): assert doc(k)['result'] == SAMPLE_RESULT, k
     # truncated at 80%: repaired, fewer or partial panels, still schema-valid and marked
-    trunc = json.loads((tmp_path / 'text/vlm/lib/book/0004.json').read_text())
+    trunc = doc('truncated')
     assert 'truncated' in trunc['provenance']['repairs'] and trunc['provenance']['finish_reason'] == 'length'
-    # error log: one line per failed page with its reason (raw reply kept for parse failures)
-    log = pd.read_json(errors_path(tmp_path), lines=True)
-    assert dict(zip(log.page_id, log.reason)) == {p: r for p, (s, r) in got.items() if s == 'error'}
-    assert log.set_index('page_id').loc['lib/book/0006', 'raw'].startswith('I am sorry')
-    # the audit on disk is the returned one
-    assert len(read_audit(tmp_path, 'text_vlm')) == len(pages)
+    # no error log file: the audit says why each page failed, its detail keeps the start of the raw reply
+    assert not list(Path(out).rglob('*.jsonl'))
+    errors = audit[audit.status == 'error'].set_index('page_id')
+    assert (errors.detail.str.len() > 0).all()
+    assert 'raw: I am sorry' in errors.detail[pid['garbage']]
+    # the audit on disk holds the same results
+    disk = read_audit(out, 'text-vlm')
+    reconcile(disk, len(script), show=False)
+    assert dict(zip(disk.page_id, zip(disk.status, disk.reason))) == got
     # the text table has every ok page's text items
-    table = pd.read_parquet(tmp_path / 'text' / 'vlm.parquet')
+    table = pd.read_parquet(Layout(out).text_table('vlm'))
     assert set(table.page_id) == {p for p, (s, _) in got.items() if s == 'ok'}
     assert set(table.kind) == {'dialogue', 'narration', 'sfx'}
-    assert list(table.columns) == ['page_id', 'panel_index', 'kind', 'speaker', 'text', 'order']
+    assert list(table.columns) == ['page_id', 'panel_index', 'kind', 'speaker', 'text', 'order'] == VLM_COLUMNS
+    pd.testing.assert_frame_equal(table, res.table, check_dtype=False)
 
 
-def test_rerun_skips_success_and_retry_failed_redoes_only_failures(tmp_path, mixed):
-    script, kinds, pages = mixed
+def test_rerun_skips_success_and_retry_errors_redoes_only_failures(mixed):
+    out, script, kinds = mixed
     with LoopbackVLMServer(script, retry_after=0.05, slow_seconds=10) as srv:
-        first = _run(tmp_path, srv, pages)
-    failed = set(first[first.status == 'error'].page_id)
-    assert failed and failed == failed_pages(tmp_path)
-    # plain rerun: the succeeded pages are not requested again
+        first = _run(out, srv)
+    failed = set(first.audit[first.audit.status == 'error'].page_id)
+    state = read_audit(out, 'text-vlm')
+    assert failed and failed == set(state[state.status == 'error'].page_id)
+    # plain rerun: nothing is sent; done pages are already done, failed pages keep their error (and exit 3)
     with LoopbackVLMServer(script, retry_after=0.05, slow_seconds=10) as srv:
-        second = _run(tmp_path, srv, pages)
-    assert {l['page_id'] for l in srv.log} == failed
-    assert set(second[second.status == 'skipped'].page_id) == set(script) - failed
-    assert set(second[second.status == 'skipped'].reason) == {'already_done'}
-    # the server is fixed: retry_failed sends exactly the failed pages, everything ends ok
+        second = _run(out, srv)
+    assert srv.log == [] and second.counts['processed'] == 0 and second.exit_code == 3
+    assert set(second.audit[second.audit.status == 'skipped'].page_id) == set(script) - failed
+    assert set(second.audit[second.audit.status == 'skipped'].reason) == {'already_done'}
+    err, first_err = (a[a.status == 'error'].set_index('page_id').reason.sort_index() for a in (second.audit, first.audit))
+    pd.testing.assert_series_equal(err, first_err)
+    # the server is fixed: retry_errors sends exactly the failed pages, everything ends ok
     with LoopbackVLMServer() as srv:
-        third = _run(tmp_path, srv, pages, retry_failed=True)
+        third = _run(out, srv, dict(retry_errors=True))
     assert sorted(l['page_id'] for l in srv.log) == sorted(failed)
-    assert set(third[third.status == 'ok'].page_id) == failed
-    assert failed_pages(tmp_path) == set()
+    assert set(third.audit[third.audit.status == 'ok'].page_id) == failed and third.exit_code == 0
+    assert (read_audit(out, 'text-vlm').status != 'error').all()
     # a last run has nothing to do and sends nothing
     with LoopbackVLMServer() as srv:
-        fourth = _run(tmp_path, srv, pages, retry_failed=True)
-    assert srv.log == [] and set(fourth.status) == {'skipped'} and len(fourth) == len(pages)
-    assert pd.read_parquet(tmp_path / 'text' / 'vlm.parquet').page_id.nunique() == len(pages)
+        fourth = _run(out, srv, dict(retry_errors=True))
+    assert srv.log == [] and set(fourth.audit.status) == {'skipped'} and len(fourth.audit) == len(script)
+    assert pd.read_parquet(Layout(out).text_table('vlm')).page_id.nunique() == len(script)
 
 
-def test_retry_failed_leaves_never_failed_pages_alone(tmp_path):
-    pages = [(f's/b/{i:04d}', _page(i, (300, 450))) for i in range(4)]
-    with LoopbackVLMServer({'s/b/0001': ['garbage']}) as srv:
-        _run(tmp_path, srv, pages[:2])  # pages 2, 3 never attempted
+def test_retry_errors_leaves_done_pages_alone(tmp_path):
+    out, ids = _library(tmp_path, {'b': 4})
+    with LoopbackVLMServer({ids[1]: ['garbage']}) as srv:
+        first = _run(out, srv, dict(limit=2))        # pages 2, 3 never attempted
+    assert dict(zip(first.audit.page_id, first.audit.status + ':' + first.audit.reason)) == {
+        ids[0]: 'ok:', ids[1]: 'error:no_json', ids[2]: 'skipped:over_limit', ids[3]: 'skipped:over_limit'}
     with LoopbackVLMServer() as srv:
-        audit = _run(tmp_path, srv, pages, retry_failed=True)
-    got = dict(zip(audit.page_id, audit.status + ':' + audit.reason))
-    assert got == {'s/b/0000': 'skipped:already_done', 's/b/0001': 'ok:', 's/b/0002': 'skipped:not_failed',
-                   's/b/0003': 'skipped:not_failed'}
+        res = _run(out, srv, dict(retry_errors=True))
+    got = dict(zip(res.audit.page_id, res.audit.status + ':' + res.audit.reason))
+    assert got == {ids[0]: 'skipped:already_done', ids[1]: 'ok:', ids[2]: 'ok:', ids[3]: 'ok:'}
+    assert sorted(l['page_id'] for l in srv.log) == ids[1:]      # the page done before is not sent again
 
 
 def test_429_waits_retry_after_then_gives_up_with_reason():
@@ -148,50 +181,64 @@ def test_structured_output_steps_down_when_rejected():
 
 
 def test_concurrency_limit_and_rpm(tmp_path):
-    pages = [(f'c/b/{i:04d}', _page(i, (200, 300))) for i in range(12)]
+    out, ids = _library(tmp_path, {'b': 12}, size=(200, 300))
     with LoopbackVLMServer(latency=0.15) as srv:
-        audit = _run(tmp_path / 'a', srv, pages, concurrency=3)
-    assert (audit.status == 'ok').all() and 2 <= srv.max_in_flight <= 3
+        res = _run(out, srv, concurrency=3)
+    assert (res.audit.status == 'ok').all() and 2 <= srv.max_in_flight <= 3
+    out_b, _ = _extract(tmp_path, 'out_b')
     with LoopbackVLMServer() as srv:
         t0 = time.monotonic()
-        _run(tmp_path / 'b', srv, pages[:5], concurrency=5, rpm=600)  # one start per 0.1 s
+        _run(out_b, srv, dict(limit=5), concurrency=5, rpm=600)  # one start per 0.1 s
     ts = sorted(l['t'] - t0 for l in srv.log)  # the k-th request arrives no earlier than k * 0.1 s
     assert len(ts) == 5 and all(t >= k * 0.1 for k, t in enumerate(ts)), ts
 
 
 def test_page_downscaled_and_key_from_named_env_var(tmp_path, monkeypatch):
+    out, ids = _library(tmp_path, {'k': 1}, size=(1500, 2400))
     monkeypatch.setenv('COMIX_TEST_VLM_KEY', 'sk-loopback-123')
     with LoopbackVLMServer() as srv:
-        _run(tmp_path, srv, [('k/b/0000', _page(0, (1500, 2400)))], max_side=512, api_key_env='COMIX_TEST_VLM_KEY')
+        _run(out, srv, max_side=512, api_key_env='COMIX_TEST_VLM_KEY')
+    assert [l['page_id'] for l in srv.log] == ids
     assert srv.log[0]['image_sizes'] == [(320, 512)]
     assert srv.log[0]['authorization'] == 'Bearer sk-loopback-123'
+    # a named variable that is not set: a usage error before any page is read or sent
     monkeypatch.delenv('COMIX_TEST_VLM_KEY')
-    with LoopbackVLMServer() as srv, pytest.raises(KeyError, match='COMIX_TEST_VLM_KEY'):
-        _run(tmp_path / 'x', srv, [('k/b/0001', _page(1))], api_key_env='COMIX_TEST_VLM_KEY')
+    with LoopbackVLMServer() as srv, pytest.raises(ConfigError, match='COMIX_TEST_VLM_KEY'):
+        _run(out, srv, dict(redo=True), api_key_env='COMIX_TEST_VLM_KEY')
     assert srv.log == []
+    with pytest.raises(ConfigError, match='base-url'): VlmStage(MODEL)
 
 
 def test_unreadable_page_is_audited_not_fatal(tmp_path):
-    _page(2, (300, 450)).save(tmp_path / 'cut.jpg')
-    (tmp_path / 'cut.jpg').write_bytes((tmp_path / 'cut.jpg').read_bytes()[:600])  # a truncated JPEG
-    pages = [('u/b/0000', _page(0, (300, 450))), ('u/b/0001', str(tmp_path / 'missing.jpg')),
-             ('u/b/0002', str(tmp_path / 'cut.jpg'))]
+    "Pages whose image is gone or cut short after extraction: an `unreadable_page` error each, the run goes on"
+    lib = tmp_path / 'lib' / 'u'; lib.mkdir(parents=True)
+    for i in range(3): _page(i, (300, 450)).save(lib / f'p{i + 1}.jpg')
+    out, ids = _extract(tmp_path)
+    assert len(ids) == 3
+    (lib / 'p2.jpg').unlink()                                          # gone
+    (lib / 'p3.jpg').write_bytes((lib / 'p3.jpg').read_bytes()[:600])  # a truncated JPEG
     with LoopbackVLMServer() as srv:
-        audit = _run(tmp_path, srv, pages)
-    assert dict(zip(audit.page_id, audit.reason)) == {'u/b/0000': '', 'u/b/0001': 'unreadable', 'u/b/0002': 'unreadable'}
-    assert [l['page_id'] for l in srv.log] == ['u/b/0000']
+        res = _run(out, srv)
+    assert dict(zip(res.audit.page_id, res.audit.reason)) == {ids[0]: '', ids[1]: 'unreadable_page', ids[2]: 'unreadable_page'}
+    assert res.exit_code == 3 and [l['page_id'] for l in srv.log] == [ids[0]]
+    assert set(res.table.page_id) == {ids[0]}
 
 
 def test_shards_split_pages_without_overlap(tmp_path):
-    pages = [(f'sh/b/{i:04d}', _page(i, (200, 300))) for i in range(10)]
+    "Three shards on one OUT: disjoint pages, one audit, one table equal to an unsharded run's"
+    books = {f'b{i}': 2 for i in range(6)}
+    one, ids = _library(tmp_path, books, size=(200, 300), out='one')
+    sh, _ = _extract(tmp_path, 'sh')
     with LoopbackVLMServer() as srv:
-        a0 = _run(tmp_path, srv, pages, shard=0, num_shards=2)
-        a1 = _run(tmp_path, srv, pages, shard=1, num_shards=2)
-    assert sorted(list(a0.page_id) + list(a1.page_id)) == [p for p, _ in pages]
-    assert len(read_audit(tmp_path, 'text_vlm')) == 10
-    parts = [pd.read_parquet(vlm_table_path(tmp_path, s, 2)) for s in (0, 1)]
-    assert set(parts[0].page_id).isdisjoint(parts[1].page_id)
-    assert len(srv.log) == 10
+        whole = _run(one, srv)
+        parts = [_run(sh, srv, dict(shard=s, num_shards=3)) for s in range(3)]
+    mine = [set(p.audit.page_id) for p in parts]
+    assert sum(map(len, mine)) == len(set().union(*mine)) == len(ids) and sum(1 for m in mine if m) >= 2
+    assert len(srv.log) == 2 * len(ids) and sorted(l['page_id'] for l in srv.log) == sorted(ids * 2)
+    reconcile(read_audit(sh, 'text-vlm'), len(ids), show=False)
+    assert not list(Path(Layout(sh).text_table('vlm')).parent.glob('vlm.parts/*.parquet'))
+    pd.testing.assert_frame_equal(pd.read_parquet(Layout(sh).text_table('vlm')), pd.read_parquet(Layout(one).text_table('vlm')))
+    pd.testing.assert_frame_equal(parts[-1].table, whole.table)
 
 
 def test_only_loopback_address():
@@ -200,21 +247,18 @@ def test_only_loopback_address():
 
 
 def test_manifest_to_text_table_end_to_end(tmp_path):
-    "synth library -> extract manifest -> run_vlm over PageReader pages -> text table equals the synth truth"
-    pytest.importorskip('comix.extract'); pytest.importorskip('comix.synth')
-    from comix.extract import run_extract
+    "synth library -> extract manifest -> VLM stage over the containers' pages -> text table equals the synth truth"
     from comix.synth import synth_library
-    from comix.vlm import synth_truth_result
     truth = synth_library(tmp_path / 'lib', n_books=2, pages_per_book=3, size=(500, 750))
     res = run_extract({'synth': tmp_path / 'lib'}, tmp_path / 'out', workers=1, progress=False, show=False)
-    man = res['manifest']
+    man = res.table
     by_id = {f"synth/{r.book_key}/{r.page_index:04d}": synth_truth_result(r._asdict()) for r in truth.itertuples()}
     assert set(by_id) == set(man.page_id)
     with LoopbackVLMServer(result=lambda pid: by_id[pid]) as srv:
-        audit = run_vlm(tmp_path / 'out', MODEL, srv.base_url, max_side=400, progress=False)
-    assert (audit.status == 'ok').all() and len(audit) == len(man)
+        vlm = _run(tmp_path / 'out', srv, max_side=400)
+    assert (vlm.audit.status == 'ok').all() and len(vlm.audit) == len(man) and vlm.exit_code == 0
     assert all(max(l['image_sizes'][0]) == 400 for l in srv.log)  # pages read from the CBZs, downscaled
-    table = pd.read_parquet(tmp_path / 'out' / 'text' / 'vlm.parquet')
+    table = pd.read_parquet(Layout(tmp_path / 'out').text_table('vlm'))
     want = sorted((pid, i, t) for pid, r in by_id.items() for i, p in enumerate(r['panels'])
                   for t in p['narration'] + [d['text'] for d in p['dialogue']])
     assert want and sorted(zip(table.page_id, table.panel_index, table.text)) == want
@@ -222,52 +266,64 @@ def test_manifest_to_text_table_end_to_end(tmp_path):
 
 KILL_SCRIPT = '''
 import sys
-from PIL import Image
-from comix.vlm import run_vlm
+from comix.stage import run_stage
+from comix.vlm import VlmStage
 out, url = sys.argv[1], sys.argv[2]
-pages = [(f"kill/b/{i:04d}", Image.new("RGB", (200, 300), (i, 100, 200))) for i in range(40)]
-run_vlm(out, "m", url, pages=pages, concurrency=4, progress=False)
+run_stage(VlmStage("m", url, concurrency=4), out, progress=False, show=False)
 '''
 
 
 def test_killed_run_resumes_without_loss_or_duplicates(tmp_path):
-    import signal, subprocess, sys, time
-    pages = [(f'kill/b/{i:04d}', Image.new('RGB', (200, 300), (i, 100, 200))) for i in range(40)]
+    import signal
+    out, ids = _library(tmp_path, {'kill': 40}, size=(200, 300))
+    docs = Path(Layout(out).text_dir('vlm'))
     with LoopbackVLMServer(latency=0.2) as srv:
-        proc = subprocess.Popen([sys.executable, '-c', KILL_SCRIPT, str(tmp_path), srv.base_url])
+        proc = subprocess.Popen([sys.executable, '-c', KILL_SCRIPT, str(out), srv.base_url])
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and len(list((tmp_path / 'text' / 'vlm').rglob('*.json'))) < 5:
+        while time.monotonic() < deadline and len(list(docs.rglob('*.json'))) < 5:
             time.sleep(0.05)
         proc.send_signal(signal.SIGKILL); proc.wait()
-    done_before = {str(p.relative_to(tmp_path / 'text' / 'vlm'))[:-5] for p in (tmp_path / 'text' / 'vlm').rglob('*.json')}
+    done_before = {str(p.relative_to(docs))[:-5] for p in docs.rglob('*.json')}
     assert 5 <= len(done_before) < 40  # killed mid-run
-    assert not (tmp_path / 'audit').exists()  # the audit of the killed run never appeared
+    assert not Path(Layout(out).audit('text-vlm')).exists()  # the killed run never merged
     with LoopbackVLMServer() as srv:
-        audit = run_vlm(tmp_path, 'm', srv.base_url, pages=pages, concurrency=4, progress=False)
-    assert {l['page_id'] for l in srv.log} == {p for p, _ in pages} - done_before  # nothing done twice
-    assert set(audit[audit.status == 'skipped'].page_id) == done_before and (audit.status != 'error').all()
-    for f in (tmp_path / 'text' / 'vlm').rglob('*.json'):  # a kill never leaves a half-written result behind
+        res = run_stage(VlmStage('m', srv.base_url, concurrency=4), out, progress=False, show=False)
+    sent = [l['page_id'] for l in srv.log]
+    assert len(sent) == len(set(sent)) and set(sent) >= set(ids) - done_before   # every page not done is sent, once
+    assert res.exit_code == 0 and (res.audit.status == 'ok').all() and len(res.audit) == 40
+    for f in docs.rglob('*.json'):  # a kill never leaves a half-written result behind
         assert check_result(json.loads(f.read_text())['result']) == []
-    table = pd.read_parquet(tmp_path / 'text' / 'vlm.parquet')
+    table = pd.read_parquet(Layout(out).text_table('vlm'))
     assert table.page_id.nunique() == 40 and len(table) == 40 * 4  # SAMPLE_RESULT has 4 text items
+    assert not table.duplicated().any()
+
+
+def test_page_documents_of_a_killed_run_are_not_requested_again(tmp_path):
+    "A run killed after its page documents were written but before its part was committed: the rerun sends nothing"
+    out, ids = _library(tmp_path, {'b': 3}, size=(200, 300))
+    with LoopbackVLMServer() as srv: _run(out, srv)
+    for p in (Layout(out).audit('text-vlm'), Layout(out).text_table('vlm')): os.remove(p)  # as if killed before the commit
+    with LoopbackVLMServer() as srv: res = _run(out, srv)
+    assert srv.log == [] and (res.audit.status != 'error').all()
 
 
 def test_comix_text_backend_vlm_command(tmp_path):
-    "`comix text --backend vlm` (comix.text.main, OCR engineer) drives run_vlm over the manifest"
-    for m in ('comix.text', 'comix.extract', 'comix.synth'): pytest.importorskip(m)
-    from comix.extract import run_extract
+    "`comix text --backend vlm` (comix.text.main) runs the VLM stage over the manifest"
     from comix.synth import synth_library
     from comix.text import main
     synth_library(tmp_path / 'lib', n_books=1, pages_per_book=3, size=(400, 600))
-    ids = sorted(run_extract({'synth': tmp_path / 'lib'}, tmp_path / 'out', workers=1, progress=False, show=False)['manifest'].page_id)
+    ids = sorted(run_extract({'synth': tmp_path / 'lib'}, tmp_path / 'out', workers=1, progress=False, show=False).table.page_id)
     argv = ['--out', str(tmp_path / 'out'), '--backend', 'vlm', '--model', MODEL, '--max-side', '300']
     with LoopbackVLMServer({ids[1]: ['garbage']}) as srv:
         rc = main(argv + ['--base-url', srv.base_url, '--no-progress'])
-    audit = read_audit(tmp_path / 'out', 'text_vlm')
-    assert rc == 1 and sorted(audit.status) == ['error', 'ok', 'ok']  # one page failed: non-zero exit
+    audit = read_audit(tmp_path / 'out', 'text-vlm')
+    assert rc == 3 and sorted(audit.status) == ['error', 'ok', 'ok']  # one page failed: exit 3, the audit names it
+    assert audit.set_index('page_id').reason[ids[1]] == 'no_json'
     with LoopbackVLMServer() as srv:
-        rc = main(argv + ['--base-url', srv.base_url, '--retry-failed', '--no-progress'])
+        rc = main(argv + ['--base-url', srv.base_url, '--retry-errors', '--no-progress'])
     assert rc == 0 and [l['page_id'] for l in srv.log] == [ids[1]] and all(max(s) == 300 for s in srv.log[0]['image_sizes'])
+    # a missing input is a usage error
+    assert main(['--out', str(tmp_path / 'nothing'), '--backend', 'vlm', '--base-url', 'http://127.0.0.1:9/v1']) == 2
 
 
 def test_page_ids_only_sent_to_servers_on_this_machine(monkeypatch):
@@ -278,3 +334,12 @@ def test_page_ids_only_sent_to_servers_on_this_machine(monkeypatch):
     for k in ('OPENAI_API_KEY', 'OPENROUTER_API_KEY'): monkeypatch.delenv(k, raising=False)
     with pytest.warns(UserWarning, match='no API key'):
         VLMClient('https://openrouter.ai/api/v1', 'm')
+
+
+def test_import_vlm_does_not_load_test_scaffolding():
+    "The loopback server lives in comix.testing.vlm: `import comix.vlm` loads no http.server"
+    code = "import comix.vlm, sys; print('http.server' in sys.modules, 'comix.testing.vlm' in sys.modules)"
+    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.split() == ['False', 'False'], r.stderr
+    import comix.vlm
+    assert not hasattr(comix.vlm, 'LoopbackVLMServer') and not hasattr(comix.vlm, 'run_vlm')

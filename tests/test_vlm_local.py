@@ -1,18 +1,20 @@
 """Local transformers backend of the VLM stage, on a tiny random LLaVA-style model built from configs
 (nothing is downloaded). Its output is garbage: every page must end as an audit row with a parse reason."""
-import json
-
 import pandas as pd
 import pytest
 import torch
 from PIL import Image
 
-from comix.paths import reconcile
-from comix.vlm import errors_path, run_vlm
+from comix.paths import Layout, read_audit, reconcile
+from comix.stage import run_stage
+from comix.extract import run_extract
+from comix.synth import synth_book
+from comix.vlm import VlmStage
 
 torch.set_num_threads(1)
 pytest.importorskip('transformers')
-from comix.vlm_local import LocalVLM, save_tiny_vlm  # noqa: E402
+from comix.vlm_local import LocalVLM  # noqa: E402
+from comix.testing.vlm import save_tiny_vlm  # noqa: E402
 
 PARSE_REASONS = {'no_json', 'invalid_json', 'truncated', 'schema_invalid', 'empty'}
 
@@ -31,14 +33,21 @@ def test_tiny_model_loads_through_auto_classes(tiny):
 
 
 def test_garbage_from_local_model_ends_as_audit_rows(tmp_path, tiny):
-    pages = [(f'loc/b/{i:04d}', Image.new('RGB', (400, 600), (255, 255 - 40 * i, 255))) for i in range(3)]
-    audit = run_vlm(tmp_path, tiny, backend='local', pages=pages, max_tokens=24, progress=False)
+    synth_book(tmp_path / 'lib' / 'b.cbz', n_pages=3, size=(400, 600), text=False)
+    out = tmp_path / 'out'
+    ids = sorted(run_extract({'loc': tmp_path / 'lib'}, out, workers=1, progress=False, show=False).table.page_id)
+    assert len(ids) == 3
+    res = run_stage(VlmStage(tiny, backend='local', max_tokens=24), out, progress=False, show=False)
+    audit = res.audit
     reconcile(audit, 3, show=False)
+    assert sorted(audit.page_id) == ids and res.exit_code == 3
     assert set(audit.status) == {'error'} and set(audit.reason) <= PARSE_REASONS
-    assert not (tmp_path / 'text' / 'vlm').exists()  # nothing invalid is written as a result
-    log = [json.loads(l) for l in open(errors_path(tmp_path))]
-    assert sorted(l['page_id'] for l in log) == [p for p, _ in pages] and all(l['model'] == tiny for l in log)
-    assert pd.read_parquet(tmp_path / 'text' / 'vlm.parquet').empty
-    # failed pages are tried again on the next run (nothing was marked done)
-    again = run_vlm(tmp_path, tiny, backend='local', pages=pages, max_tokens=8, retry_failed=True, progress=False)
-    assert set(again.status) == {'error'} and len(again) == 3
+    assert (audit.detail.str.len() > 0).all()              # the audit says what was wrong with each reply
+    assert not (out / 'text' / 'vlm').exists()              # nothing invalid is written as a result
+    assert pd.read_parquet(Layout(out).text_table('vlm')).empty
+    reconcile(read_audit(out, 'text-vlm'), 3, show=False)
+    # a plain rerun keeps the errors; --retry-errors tries the failed pages again (nothing was marked done)
+    same = run_stage(VlmStage(tiny, backend='local', max_tokens=24), out, progress=False, show=False)
+    assert same.counts['processed'] == 0 and set(same.audit.status) == {'error'} and same.exit_code == 3
+    again = run_stage(VlmStage(tiny, backend='local', max_tokens=24), out, progress=False, show=False, retry_errors=True)
+    assert set(again.audit.status) == {'error'} and len(again.audit) == 3 and again.counts['processed'] == 3

@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from comix.vlm import SAMPLE_RESULT, VLMParseError, check_result, parse_reply
+from comix.vlm import VLMParseError, check_result, parse_reply
+from comix.testing.vlm import SAMPLE_RESULT
 
 GOOD = json.dumps(SAMPLE_RESULT, ensure_ascii=False)
 JA = {'panels': [{'box_2d': [0, 500, 480, 1000], 'dialogue': [{'speaker': 'ルフィ', 'text': '海賊王に俺はなる!!'}],
