@@ -4,13 +4,14 @@
 
 # %% ../nbs/40_align.ipynb #c44a5cbb
 from __future__ import annotations
-import json, os, sys, time
+import json, os, sys, time, hashlib
 from datetime import datetime, timezone
 from pathlib import Path
-import numpy as np, pandas as pd
+import numpy as np, pandas as pd, fsspec
 from scipy.optimize import linear_sum_assignment
 from fastcore.basics import patch
-from .paths import Layout, atomic_write_parquet, atomic_write_text, archive_ext, page_path, read_config
+from .paths import (Layout, atomic_write_parquet, atomic_write_text, archive_ext, page_path, read_config, is_remote,
+                         abs_path, exists, read_text, remove)
 from .stage import (Stage, Done, Batch, Section, run_stage, stage_main, add_reasons, box_problems, valid_boxes,
                          figure_image, row_hashes)
 from .boxes import iou_pairs
@@ -231,11 +232,12 @@ def align_tables(pages:pd.DataFrame,         # page_id, width, height (+ canonic
 # %% ../nbs/40_align.ipynb #ff0ea1b5
 def read_table(path, columns=None)->pd.DataFrame|None:
     "A stage's merged table, or None when absent"
-    return pd.read_parquet(path, columns=columns) if os.path.exists(path) else None
+    return pd.read_parquet(path, columns=columns) if exists(path) else None
 
 def _vlm_files(root)->pd.DataFrame:
     "page_id, path, mtime_ns, size of every JSON under `root`"
     rows, n = [], len(root) + 1
+    if is_remote(root): return _remote_vlm_files(root)
     for d, _, fs in os.walk(root):
         for f in fs:
             if f.endswith('.json'):
@@ -245,22 +247,31 @@ def _vlm_files(root)->pd.DataFrame:
 
 def read_vlm_docs(out, page_ids=None)->list:
     "VLM page documents under `OUT/text/vlm/` (only `page_ids` when given)"
-    root = os.path.abspath(Layout(out).text_dir('vlm'))
+    root = abs_path(Layout(out).text_dir('vlm'))
     files = [spec_path(root, p) for p in page_ids] if page_ids is not None else _vlm_files(root).path.tolist()
     docs = []
     for f, pid in zip(files, page_ids if page_ids is not None else _vlm_files(root).page_id):
-        if not os.path.exists(f): continue
-        with open(f, encoding='utf-8') as fh: d = json.load(fh)
+        if not exists(f): continue
+        d = json.loads(read_text(f))
         d.setdefault('page_id', pid); docs.append(d)
     return docs
+
+# %% ../nbs/40_align.ipynb #4d39c3e3
+def _remote_vlm_files(root)->pd.DataFrame:
+    "`_vlm_files` of a folder in remote storage (`mtime_ns`: a stable number made from the object's ETag or time)"
+    fs, p = fsspec.core.url_to_fs(root)
+    tag = lambda i: int(hashlib.blake2b(str(i.get('ETag') or i.get('LastModified') or i.get('mtime')).encode(), digest_size=7).hexdigest(), 16)
+    rows = [(k[len(p) + 1:-5], fs.unstrip_protocol(k), tag(i), int(i.get('size') or 0))
+            for k, i in fs.find(p, detail=True).items() if k.endswith('.json')]
+    return pd.DataFrame(rows, columns=['page_id', 'path', 'mtime_ns', 'size']).sort_values('page_id', ignore_index=True)
 
 # %% ../nbs/40_align.ipynb #3b29b9ed
 def load_vlm(out)->tuple:
     "`(panels, items, meta)` of all VLM pages in `out`, re-reading only files changed since the cached tables"
-    root, cdir = os.path.abspath(Layout(out).text_dir('vlm')), os.path.join(os.path.dirname(Layout(out).quality), 'vlm_cache')
-    now = _vlm_files(root) if os.path.isdir(root) else _vlm_files('/nonexistent')
+    root, cdir = abs_path(Layout(out).text_dir('vlm')), os.path.join(os.path.dirname(Layout(out).quality), 'vlm_cache')
+    now = _vlm_files(root) if exists(root) else _vlm_files('/nonexistent')
     names = ('files', 'panels', 'items')
-    old = [pd.read_parquet(os.path.join(cdir, f'{k}.parquet')) for k in names] if all(os.path.exists(os.path.join(cdir, f'{k}.parquet')) for k in names) else None
+    old = [pd.read_parquet(os.path.join(cdir, f'{k}.parquet')) for k in names] if all(exists(os.path.join(cdir, f'{k}.parquet')) for k in names) else None
     same = now.merge(old[0][['page_id', 'mtime_ns', 'size']], on=['page_id', 'mtime_ns', 'size']).page_id if old else pd.Series([], dtype=object)
     fresh = now[~now.page_id.isin(same)]
     docs = read_vlm_docs(out, fresh.page_id.tolist())
@@ -286,8 +297,8 @@ def image_paths(pages:pd.DataFrame, # manifest rows: source, container, entry
                )->tuple:
     "`(paths, exists)`: each page's image as a file path (folders) or `scheme://entry::archive` URL, and whether its container exists"
     books = pages[['source', 'container']].drop_duplicates()
-    books['abs'] = [os.path.abspath(os.path.join(sources.get(s, ''), c)) if s in sources else None for s, c in zip(books.source, books.container)]
-    books['ok'] = [isinstance(a, str) and os.path.exists(a) for a in books['abs']]
+    books['abs'] = [abs_path(os.path.join(sources.get(s, ''), c)) if s in sources else None for s, c in zip(books.source, books.container)]
+    books['ok'] = [isinstance(a, str) and exists(a) for a in books['abs']]
     m = pages[['source', 'container', 'entry']].merge(books, on=['source', 'container'], how='left')
     paths = [None if not isinstance(a, str) else (os.path.join(a, e) if not archive_ext(c) else f"{_SCHEMES.get(archive_ext(c), 'file')}://{e}::{a}")
              for a, c, e in zip(m['abs'], m.container, m.entry)]
@@ -297,7 +308,7 @@ def image_paths(pages:pd.DataFrame, # manifest rows: source, container, entry
 def image_files(pages:pd.DataFrame, folder)->list:
     "Where `comix.extract.extract_to(out, folder)` puts each page: `folder/<page_id>.<format>`"
     fmt = pages['format'] if 'format' in pages else pd.Series([None] * len(pages))
-    return [None if not isinstance(f, str) else page_path(os.path.abspath(folder), p, '.jpg' if f == 'jpeg' else '.' + f)
+    return [None if not isinstance(f, str) else page_path(abs_path(folder), p, '.jpg' if f == 'jpeg' else '.' + f)
             for p, f in zip(pages.page_id, fmt)]
 
 # %% ../nbs/40_align.ipynb #68b9b56b
@@ -541,8 +552,8 @@ def finish(self:AlignStage, ctx, table, audit):
     atomic_write_parquet(os.path.join(d, 'skips.parquet'), skips)
     atomic_write_text(os.path.join(d, 'skips.csv'), skips.to_csv(index=False))
     self.lists = write_lists(table, ctx.out)
-    gone = [p for p in table.page_id[table.status != 'ok'] if os.path.exists(ctx.layout.dataspec(p))]
-    for p in gone: os.remove(ctx.layout.dataspec(p))
+    gone = [p for p in table.page_id[table.status != 'ok'] if exists(ctx.layout.dataspec(p))]
+    for p in gone: remove(ctx.layout.dataspec(p))
     self.stale_removed = len(gone)
 
 def run_align(out, detector:str='classical', shard:int=0, num_shards:int=1, redo:bool=False, progress:bool=True,

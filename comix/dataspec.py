@@ -7,7 +7,7 @@ from __future__ import annotations
 import json, os, re
 from pathlib import Path
 import numpy as np, pandas as pd
-from .paths import Layout, page_path, atomic_write_text
+from .paths import Layout, page_path, atomic_write_text, abs_path, read_text
 
 # %% auto #0
 __all__ = ['DATASPEC_VERSION', 'TEXT_KINDS', 'LISTS', 'panel_text', 'dataspec_page', 'spec_path', 'write_dataspecs',
@@ -65,7 +65,7 @@ def write_dataspecs(docs,                 # iterable of DataSpec documents
                     errors:dict|None=None # when given, a page that cannot be written is noted here (page_id -> error)
                    )->int:
     "Write each document to `Layout(out).dataspec(page_id)`; returns how many"
-    root, n, done = os.path.abspath(Layout(out).dataspec_dir), 0, []
+    root, n, done = abs_path(Layout(out).dataspec_dir), 0, []
     for doc in docs:
         try: atomic_write_text(spec_path(root, doc['page_id']), json.dumps(doc, ensure_ascii=False, separators=(',', ':')), sync=False)
         except OSError as e:
@@ -114,7 +114,7 @@ def read_dataspec(path,                 # a DataSpec JSON file (or an already lo
                   image_root=None       # folder that relative image paths hang off
                  )->dict:
     "`{page_id, image, size, panels: [{bbox, text}]}` as the seed's loader sees one DataSpec page"
-    d = json.loads(Path(path).read_text(encoding='utf-8')) if not isinstance(path, dict) else path
+    d = json.loads(read_text(path)) if not isinstance(path, dict) else path
     img = next((d[k] for k in ('page_image_path', 'image_path', 'image', 'IMAGE_PATH') if d.get(k)), None)
     if img and image_root and not re.match(r'^([A-Za-z]:|/|[a-z0-9]+://)', img): img = str(Path(image_root, img))
     size = d.get('page_size')
@@ -136,11 +136,11 @@ def write_lists(quality:pd.DataFrame, # the quality table (page_id, status, cano
                 out                   # output folder
                )->dict:
     "Write `OUT/dataspec/lists/<name>.txt` for each of `LISTS`; returns the count of each"
-    L = Layout(out); root = os.path.abspath(L.dataspec_dir)
+    L = Layout(out); root = abs_path(L.dataspec_dir)
     base = quality[(quality.status == 'ok') & quality.canonical.astype(bool)]
     counts = {}
     for name, col in LISTS.items():
         ids = base.page_id[base[col].astype(bool)].sort_values() if col in base else base.page_id[:0]
-        atomic_write_text(Path(L.lists_dir, f'{name}.txt'), ''.join(spec_path(root, p) + '\n' for p in ids))
+        atomic_write_text(f'{L.lists_dir}/{name}.txt', ''.join(spec_path(root, p) + '\n' for p in ids))
         counts[name] = len(ids)
     return counts

@@ -11,20 +11,24 @@ import numpy as np, pandas as pd
 from fastcore.basics import patch
 from .paths import Layout, ConfigError, atomic_write_json
 from .stage import Stage, Done, Section, run_stage, stage_main
-from .panels import PanelParams, detect_panels, reading_order
+from .panels import PanelParams, detect_panels, detect_panel_polygons, reading_order
 
 # %% auto #0
 __all__ = ['DETECT_COLUMNS', 'panel_rows', 'make_detector', 'to_coco', 'read_coco', 'DetectStage', 'run_detect', 'main']
 
 # %% ../nbs/20_detect.ipynb #0eedf634
-DETECT_COLUMNS = ['page_id', 'panel_index', 'x', 'y', 'w', 'h', 'score', 'order', 'detector', 'weights']
+DETECT_COLUMNS = ['page_id', 'panel_index', 'x', 'y', 'w', 'h', 'score', 'order', 'detector', 'weights', 'polygon']
 
-def panel_rows(page_id:str, boxes, scores=None, detector:str='classical', weights:str|None=None)->pd.DataFrame:
-    "Rows of the detections table for one page; `boxes` [x, y, w, h] are already in reading order"
-    b = np.asarray(boxes, float).reshape(-1, 4).round().astype(int); n = len(b)
+def _rect(b): return [b[0], b[1], b[0] + b[2], b[1], b[0] + b[2], b[1] + b[3], b[0], b[1] + b[3]]
+
+def panel_rows(page_id:str, boxes, scores=None, detector:str='classical', weights:str|None=None, polygons=None)->pd.DataFrame:
+    "Rows of the detections table for one page; `boxes` [x, y, w, h] (and `polygons`, k x 2 each) in reading order"
+    b = np.asarray(boxes, float).reshape(-1, 4); n = len(b)
+    poly = [_rect(r) for r in b.tolist()] if polygons is None else [np.round(np.asarray(p, float), 1).ravel().tolist() for p in polygons]
+    b = b.round().astype(int)
     return pd.DataFrame(dict(page_id=[page_id]*n, panel_index=np.arange(n), x=b[:, 0], y=b[:, 1], w=b[:, 2], h=b[:, 3],
                              score=np.ones(n) if scores is None else np.asarray(scores, float), order=np.arange(n),
-                             detector=[detector]*n, weights=[weights or '']*n), columns=DETECT_COLUMNS)
+                             detector=[detector]*n, weights=[weights or '']*n, polygon=poly), columns=DETECT_COLUMNS)
 
 # %% ../nbs/20_detect.ipynb #4fb7e209
 def make_detector(detector:str='classical',   # 'classical' or 'frcnn'
@@ -34,16 +38,18 @@ def make_detector(detector:str='classical',   # 'classical' or 'frcnn'
                   score_thresh:float=0.5,     # frcnn: keep panels scoring at least this
                   batch_size:int=4,           # frcnn: pages per forward pass
                   device:str='cpu'):
-    "A function `images -> [(boxes N x 4 in reading order, scores)]` and the weights it records"
+    "A function `images -> [(boxes N x 4 in reading order, scores, polygons)]` and the weights it records"
     if detector == 'classical':
-        return (lambda ims: [(detect_panels(im, params, rtl=rtl), None) for im in ims]), ''
+        def classical(ims):
+            return [(r['boxes'], r['scores'], r['polygons']) for r in (detect_panel_polygons(im, params, rtl=rtl) for im in ims)]
+        return classical, ''
     if detector != 'frcnn': raise ConfigError(f"unknown detector {detector!r}; expected 'classical' or 'frcnn'")
     if not weights: raise ConfigError('the frcnn detector needs --weights PATH (a local checkpoint; nothing is downloaded)')
     from comix.frcnn import load_frcnn, predict_frcnn
     model = load_frcnn(weights, device=device)
     def run(ims):
         res = predict_frcnn(model, ims, score_thresh, batch_size=batch_size)
-        return [(b[o], s[o]) for b, s in res for o in [reading_order(b, rtl) if len(b) else []]]
+        return [(b[o], s[o], None) for b, s in res for o in [reading_order(b, rtl) if len(b) else []]]
     return run, os.fspath(weights)
 
 # %% ../nbs/20_detect.ipynb #4d756add
@@ -54,8 +60,9 @@ def to_coco(det:pd.DataFrame, manifest:pd.DataFrame|None=None)->dict:
     ids = {p: i+1 for i, p in enumerate(pages)}
     images = [dict(id=ids[p], file_name=p, page_id=p, width=int(sizes.get(p, {}).get('width', 0)),
                    height=int(sizes.get(p, {}).get('height', 0))) for p in pages]
+    poly = lambda r: [[float(v) for v in r.polygon]] if 'polygon' in det and r.polygon is not None and len(r.polygon) >= 6 else []
     anns = [dict(id=k+1, image_id=ids[r.page_id], category_id=1, bbox=[int(r.x), int(r.y), int(r.w), int(r.h)], area=int(r.w*r.h),
-                 iscrowd=0, score=float(r.score), order=int(r.order), panel_index=int(r.panel_index))
+                 iscrowd=0, score=float(r.score), order=int(r.order), panel_index=int(r.panel_index), segmentation=poly(r))
             for k, r in enumerate(det.itertuples())]
     return dict(info=dict(description='comix detections', detector=', '.join(sorted(set(det.detector)))),
                 images=images, annotations=anns, categories=[dict(id=1, name='panel')])
@@ -70,7 +77,9 @@ def read_coco(path_or_dict, detector:str='coco', category=1)->pd.DataFrame:
     for img_id, g in a.groupby('image_id', sort=False):
         g = g.sort_values('order') if 'order' in g else g
         sc = g['score'].values if 'score' in g else None
-        frames.append(panel_rows(pid[img_id], np.stack(g.bbox.values), sc, detector, d.get('info', {}).get('weights')))
+        seg = [np.asarray(x[0], float).reshape(-1, 2) if isinstance(x, list) and x else None for x in g.get('segmentation', [None] * len(g))]
+        polys = None if any(p is None for p in seg) else seg
+        frames.append(panel_rows(pid[img_id], np.stack(g.bbox.values), sc, detector, d.get('info', {}).get('weights'), polys))
     return pd.concat(frames, ignore_index=True)
 
 # %% ../nbs/20_detect.ipynb #fab18550
@@ -110,10 +119,11 @@ def process(self:DetectStage, ctx, state, units):
         except Exception as e:
             for pid in ims: yield Done(pid, status='error', reason='model_error', detail=f'{type(e).__name__}: {e}')
             continue
-        for (pid, im), (boxes, scores) in zip(ims.items(), found):
+        for (pid, im), (boxes, scores, polys) in zip(ims.items(), found):
             W, H = state['sizes'][pid]; w, h = im.size
             b = np.asarray(boxes, float).reshape(-1, 4) * np.array([W/w, H/h, W/w, H/h])
-            yield Done(pid, panel_rows(pid, b, scores, self.detector, state['weights']))
+            polys = None if polys is None else [np.asarray(p, float).reshape(-1, 2) * [W/w, H/h] for p in polys]
+            yield Done(pid, panel_rows(pid, b, scores, self.detector, state['weights'], polys))
 
 @patch
 def finish(self:DetectStage, ctx, table, audit):

@@ -9,12 +9,13 @@ from collections import OrderedDict
 from dataclasses import dataclass, asdict, field
 from pathlib import Path
 from xml.etree import ElementTree as ET
+import fsspec
 import pandas as pd
 from PIL import Image
 from tqdm.auto import tqdm
 from .paths import (ARCHIVE_EXTS, IMAGE_EXTS, Audit, Layout, ConfigError, ReconcileError, archive_ext, book_key_of,
                          load_config, parse_sources, make_page_id, natural_key, junk_reason, page_path, write_config,
-                         read_config, fixture_path)
+                         read_config, fixture_path, is_remote, exists, file_stamp)
 from .stage import Stage, Done, run_stage, stage_main, add_reasons
 from .readers import (Limits, Member, Book, ContainerError, EntryError, open_book, probe_image, decode_image,
                            is_unsafe_name, fix_name)
@@ -42,15 +43,23 @@ class BookRef:
 
 def _key(path, root): return book_key_of(fix_name(path)[0], fix_name(root)[0])
 
+def _walk(root):
+    "`os.walk` of a local root; fsspec's walk of a remote one (same triples, folders as URLs)"
+    if not is_remote(root): yield from os.walk(root); return
+    fs, p = fsspec.core.url_to_fs(root)
+    for d, dirs, files in fs.walk(p, topdown=True): yield fs.unstrip_protocol(d), dirs, files
+
+def _real(p): return p if is_remote(p) else os.path.realpath(p)
+
 def find_books(sources:dict,       # {name: root folder}
                exclude=None        # a folder never to look into (the output folder, when it lies under a root)
               )->list:
     "All books under the roots, in natural order of their keys"
-    refs, skip = [], os.path.realpath(exclude) if exclude else None
+    refs, skip = [], _real(os.fspath(exclude).rstrip('/')) if exclude else None
     for name, root in sources.items():
-        root = os.fspath(root)
-        for d, dirs, files in os.walk(root):
-            dirs[:] = sorted((x for x in dirs if junk_reason(x + '/x.jpg') is None and os.path.realpath(os.path.join(d, x)) != skip), key=natural_key)
+        root = os.fspath(root).rstrip('/') if is_remote(root) else os.fspath(root)
+        for d, dirs, files in _walk(root):
+            dirs[:] = sorted((x for x in dirs if junk_reason(x + '/x.jpg') is None and _real(os.path.join(d, x)) != skip), key=natural_key)
             files = [f for f in files if junk_reason(f + '.jpg') is None]     # ._Book.cbz, .hidden.cbz
             rel_d = os.path.relpath(d, root).replace(os.sep, '/')
             for f in files:
@@ -271,9 +280,7 @@ def _abs(p):
     p = os.fspath(p)
     return p if '://' in p else os.path.abspath(p)
 
-def _stamp(ref)->str:
-    try: st = os.stat(ref.path); return f'{st.st_size}:{st.st_mtime_ns}'
-    except OSError: return 'missing'
+def _stamp(ref)->str: return file_stamp(ref.path) or 'missing'
 
 # %% ../nbs/10_extract.ipynb #8863420a
 class ExtractStage(Stage):
@@ -346,7 +353,7 @@ class PageReader:
         self.sources = sources or read_config(out)['sources']
         if manifest is None:
             p = Layout(out).manifest
-            if not os.path.exists(p): raise FileNotFoundError(f'no manifest at {p}: run `comix extract` first')
+            if not exists(p): raise FileNotFoundError(f'no manifest at {p}: run `comix extract` first')
             manifest = pd.read_parquet(p)
         self.manifest = manifest.set_index('page_id', drop=False)
         self.solid_bytes, self._solid = solid_bytes, OrderedDict()
@@ -397,7 +404,7 @@ def open_page(page_id:str,            # a page_id from the manifest
              ):
     "One page as a PIL image (or bytes), read from its container through a cached `PageReader`"
     key, p = os.fspath(out), Layout(out).manifest
-    stamp = os.stat(p).st_mtime_ns if os.path.exists(p) else None
+    stamp = file_stamp(p)
     if key not in _READERS or _READERS[key][0] != stamp:     # a new run rewrote the manifest: read it again
         if key in _READERS: _READERS[key][1].close()
         _READERS[key] = (stamp, PageReader(out))
@@ -423,7 +430,7 @@ def extract_to(out, dest, page_ids:list|None=None)->int:
     for pid in ids:
         ext = {'jpeg': '.jpg'}.get(r.manifest.loc[pid, 'format'], '.' + r.manifest.loc[pid, 'format'])
         p = page_path(dest, pid, ext)
-        if not os.path.exists(p): atomic_write_bytes(p, r.bytes(pid)); n += 1
+        if not exists(p): atomic_write_bytes(p, r.bytes(pid)); n += 1
     r.close()
     return n
 

@@ -12,11 +12,12 @@ import pandas as pd
 
 # %% auto #0
 __all__ = ['ARCHIVE_EXTS', 'IMAGE_EXTS', 'AUDIT_COLUMNS', 'STATUSES', 'norm_path', 'archive_ext', 'PathError', 'relative_to_root',
-           'book_key_of', 'make_page_id', 'parse_page_id', 'book_of', 'natural_key', 'junk_reason', 'ConfigError',
-           'parse_sources', 'load_config', 'locate', 'Bridge', 'bridge_paths', 'is_remote', 'atomic_write_with',
-           'atomic_write_bytes', 'atomic_write_text', 'atomic_write_json', 'atomic_write_parquet', 'Audit', 'unit_rows',
-           'ReconcileError', 'reconcile', 'shard_of', 'select_shard', 'page_path', 'Layout', 'read_audit',
-           'write_config', 'read_config', 'real_data_dir', 'fixture_path']
+           'book_key_of', 'make_page_id', 'parse_page_id', 'book_of', 'natural_key', 'junk_reason', 'abs_path',
+           'exists', 'read_text', 'file_stamp', 'remove', 'ConfigError', 'parse_sources', 'load_config', 'locate',
+           'Bridge', 'bridge_paths', 'is_remote', 'atomic_write_with', 'atomic_write_bytes', 'atomic_write_text',
+           'atomic_write_json', 'atomic_write_parquet', 'Audit', 'unit_rows', 'ReconcileError', 'reconcile', 'shard_of',
+           'select_shard', 'page_path', 'Layout', 'read_audit', 'write_config', 'read_config', 'real_data_dir',
+           'fixture_path']
 
 # %% ../nbs/00_paths.ipynb #7af930a9
 _DRIVE = re.compile(r'^([A-Za-z]):(?:[\\/]|$)')
@@ -113,6 +114,40 @@ def junk_reason(name:str # member name inside an archive or folder
     if not leaf.lower().endswith(IMAGE_EXTS): return 'not_image'
     return None
 
+# %% ../nbs/00_paths.ipynb #4c018a17
+for _proto in ('s3', 'gs', 'gcs'): fsspec.config.conf.setdefault(_proto, {}).setdefault('use_listings_cache', False)
+
+def _fs_of(path): return fsspec.core.url_to_fs(os.fspath(path))
+
+def abs_path(p)->str:
+    "Local paths made absolute; URIs kept as they are"
+    p = os.fspath(p)
+    return p if _URI.match(p) and not p.lower().startswith('file://') else os.path.abspath(p)
+
+def exists(path)->bool:
+    "`os.path.exists` for local paths and URLs"
+    fs, p = _fs_of(path); return fs.exists(p)
+
+def read_text(path)->str:
+    "The UTF-8 text of a local or remote file"
+    with fsspec.open(os.fspath(path), 'r', encoding='utf-8') as f: return f.read()
+
+# %% ../nbs/00_paths.ipynb #6cbdcef3
+def file_stamp(path)->str|None:
+    "`size:mtime` of a local file, `size:ETag` (or modification time) of a remote one; None when absent"
+    try:
+        if not _URI.match(os.fspath(path)): st = os.stat(path); return f'{st.st_size}:{st.st_mtime_ns}'
+        fs, p = _fs_of(path); i = fs.info(p)
+    except (FileNotFoundError, NotADirectoryError): return None
+    tag = i.get('ETag') or i.get('etag') or i.get('mtime') or i.get('LastModified') or i.get('updated') or ''
+    return f"{i.get('size')}:{str(tag).strip(chr(34))}"
+
+def remove(path):
+    "Delete a local or remote file (absent: nothing)"
+    fs, p = _fs_of(path)
+    try: fs.rm_file(p)
+    except FileNotFoundError: pass
+
 # %% ../nbs/00_paths.ipynb #3e6e77be
 class ConfigError(ValueError): "A config that cannot be used, with the reason"
 
@@ -149,8 +184,8 @@ def load_config(path:str|None=None, # YAML file; default: $COMIX_CONFIG, else no
     path = path or os.environ.get('COMIX_CONFIG')
     cfg = {'sources': {}, 'out': None, 'options': {}}
     if path:
-        if not os.path.exists(path): raise ConfigError(f'config file not found: {path}')
-        loaded = yaml.safe_load(Path(path).read_text(encoding='utf-8')) or {}
+        if not exists(path): raise ConfigError(f'config file not found: {path}')
+        loaded = yaml.safe_load(read_text(path)) or {}
         if not isinstance(loaded, dict): raise ConfigError(f'{path}: the config must be a YAML mapping')
         cfg.update(loaded)
         for k in ('sources', 'options'): cfg[k] = cfg[k] or {}
@@ -387,7 +422,7 @@ def write_config(cfg:dict, out=None)->str:
 def read_config(out)->dict:
     "The config a run saved under `out` (empty roots if none was saved)"
     p = Layout(out).config
-    return load_config(p, out=os.fspath(out)) if os.path.exists(p) else load_config(out=os.fspath(out))
+    return load_config(p, out=os.fspath(out)) if exists(p) else load_config(out=os.fspath(out))
 
 # %% ../nbs/00_paths.ipynb #3db26792
 def real_data_dir()->Path|None:

@@ -175,9 +175,12 @@ class PipelineCommand:
         p.add_argument('--skip', default='', help='comma-separated steps not to run')
 
 def _demo_query(out):
-    if importlib.util.find_spec('comix.query') is None: return None
-    q = importlib.import_module('comix.query')
-    return q.demo_query(out) if hasattr(q, 'demo_query') else None
+    "One query's results, when the search stages exist and ran: a DataFrame with the query in `attrs['query']`"
+    if importlib.util.find_spec('comix.index') is None or not os.path.exists(Layout(out)._p('index')): return None
+    text, df = importlib.import_module('comix.index').sample_query(out, top_k=5)
+    df = df[[c for c in ('rank', 'score', 'page_id', 'panel_index', 'text') if c in df]]
+    df.attrs['query'] = text
+    return df
 
 # %% ../nbs/03_pipeline.ipynb #115ea104
 def main(argv:list|None=None)->int:
@@ -198,6 +201,6 @@ def main(argv:list|None=None)->int:
     print(f'comix pipeline: report: {os.path.abspath(Layout(cfg["out"])._p("report.html"))}')
     try:
         df = _demo_query(cfg['out'])
-        if df is not None: print(f"query {df.attrs.get('query', '')!r}:\n{df.to_string(index=False, max_colwidth=60)}")
+        if df is not None: print(f"query {df.attrs.get('query') or '(a panel, by its picture)'!r}:\n{df.to_string(index=False, max_colwidth=60)}")
     except Exception as e: print(f'comix pipeline: the demo query failed: {e}', file=sys.stderr)
     return _worst([r.exit_code for r in res])

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np, pandas as pd, fsspec
 from tqdm.auto import tqdm
 from fastcore.basics import patch_to
-from .paths import (Layout, ConfigError, ReconcileError, AUDIT_COLUMNS, STATUSES, load_config, read_config,
+from .paths import (Layout, ConfigError, ReconcileError, AUDIT_COLUMNS, STATUSES, load_config, read_config, exists,
                          select_shard, book_of, is_remote, atomic_write_parquet, reconcile)
 
 # %% auto #0
@@ -22,6 +22,7 @@ __all__ = ['REASONS', 'NEEDS', 'EXECUTORS', 'COMMON_FLAGS', 'add_reasons', 'reas
 # %% ../nbs/02_stage.ipynb #aca59448
 REASONS = {
     'already_done': ('skipped', 'the unit was done earlier from the same inputs and options'),
+    'adopted': ('ok', "done by a run killed before it audited the unit (the stage's own done flag says so)"),
     'over_limit': ('skipped', '`--limit` stopped the run before this unit'),
     'unreadable_page': ('error', "the page's bytes cannot be read or decoded (container gone, corrupt image)"),
     'missing_input': ('skipped', 'an input this unit needs is absent (no row in the manifest, no panels, no text)'),
@@ -342,15 +343,17 @@ def merge(self, columns:list, units:set|None=None, sort:list|None=None, transfor
         audit = audit.sort_values(['unit', 'level'], kind='stable', ignore_index=True)
         atomic_write_parquet(self.table_path, out)
         atomic_write_parquet(self.audit_path, audit)
-        if local: self._clean(got)
+        if local or os.environ.get('COMIX_REMOTE_PARTS') == 'delete': self._clean(got, local)
     return out, audit
 
 @patch_to(Parts)
-def _clean(self, got:list, stale:float=600.0):
+def _clean(self, got:list, local:bool=True, stale:float=600.0):
     "Delete the parts just folded in, and rows a killed run left without their audit (older than `stale` seconds)"
+    fs = _fs(self.dir)[0]
     for s, _ in got:
         for suf in ('.audit.parquet', '.rows.parquet'):
-            with contextlib.suppress(FileNotFoundError): os.remove(s + suf)
+            with contextlib.suppress(FileNotFoundError): os.remove(s + suf) if local else fs.rm(s + suf)
+    if not local: return
     now = time.time()
     for f in os.listdir(self.dir):
         p = os.path.join(self.dir, f)
@@ -535,22 +538,35 @@ def run_stage(stage:Stage,              # the stage, with its options
     fps = stage.fingerprints(ctx, mine)
     parts = Parts(stage.table_path(ctx.layout), ctx.layout.audit(stage.audit_name))
     level = 'book' if stage.unit == 'book' else 'page'
-    todo, keep = _plan(stage, mine, fps, parts.state(level), stage.done(ctx, mine), redo, retry_errors)
+    state = parts.state(level)
+    todo, keep = _plan(stage, mine, fps, state, custom := stage.done(ctx, mine), redo, retry_errors)
+    if custom is not None: _adopt(stage, ctx, parts, [u for u in keep if u not in set(state.unit)], dict(zip(mine, fps)), level)
     limited = set(todo[limit:]) if limit is not None else set()
     todo = todo[:limit] if limit is not None else todo
     return _execute(stage, ctx, parts, units, mine, (mine, fps), todo, keep, limited, workers, executor,
                     executor_kw, progress, show, t0)
 
 # %% ../nbs/02_stage.ipynb #38189128
+def _adopt(stage, ctx, parts, units, fps, level):
+    "Commit audit rows (no table rows) for units the stage's `done()` reports done that no committed part audits"
+    if not units: return
+    run = new_run_id()
+    d = [_unit_rows(Done(u, reason='adopted'), fps[u], run, 0.0, level)[0] for u in units]
+    parts.commit(run, 0, pd.DataFrame(columns=stage.columns), pd.DataFrame(d).reindex(columns=AUDIT_COLUMNS))
+
+# %% ../nbs/02_stage.ipynb #afc0ee96
 def _execute(stage, ctx, parts, units, mine, fps, todo, keep, limited, workers, executor, executor_kw, progress, show, t0):
     workers = workers or stage.default_workers
     run = new_run_id()
     tasks = [Task(stage, ctx, run, i, us, fs) for i, (us, fs) in enumerate(_chunks(stage, todo, fps, run, workers))]
+    own = stage.in_process or executor is None or isinstance(executor, str)     # close only what this run made
     ex, got = (LocalExecutor(1) if stage.in_process else make_executor(executor, workers, **executor_kw)), []
     bar = tqdm(total=len(todo), desc=stage.audit_name, unit=stage.unit, disable=not progress or not todo)
     try:
         for a in ex.map(run_chunk, tasks): got.append(a); bar.update(int((a.page_id == a.unit).sum()))
-    finally: bar.close(); ex.close(); _STATES.clear()
+    finally:
+        bar.close(); _STATES.clear()
+        if own: ex.close()
     table, state = parts.merge(stage.columns, set(units), stage.sort, lambda t: stage.transform(ctx, t),
                                stage.input_problems(ctx), stage.row_units)
     stage.finish(ctx, table, state)
@@ -603,7 +619,7 @@ def stage_config(args, **options)->dict:
     cfg = load_config(args.config, sources=getattr(args, 'source', None), out=args.out, **options)
     if not cfg['out']: raise ConfigError('no output folder: pass --out or set `out` in the config')
     if not 0 <= args.shard < args.num_shards: raise ConfigError(f'need 0 <= --shard < --num-shards, got {args.shard}/{args.num_shards}')
-    if not cfg['sources'] and os.path.exists(Layout(cfg['out']).config): cfg['sources'] = read_config(cfg['out'])['sources']
+    if not cfg['sources'] and exists(Layout(cfg['out']).config): cfg['sources'] = read_config(cfg['out'])['sources']
     return cfg
 
 def run_args(args)->dict:

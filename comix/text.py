@@ -4,14 +4,16 @@
 
 # %% ../nbs/32_text.ipynb #a5645166
 from __future__ import annotations
-import os, sys, time, json, hashlib
+import os, sys, time, json, hashlib, functools
 from datetime import datetime, timezone
 from pathlib import Path
-import numpy as np, pandas as pd
+import numpy as np, pandas as pd, fsspec
 from fastcore.basics import patch
-from .paths import Layout, ConfigError, atomic_write_json
+from .paths import Layout, ConfigError, atomic_write_json, exists, read_text
 from .stage import Stage, Done, Section, run_stage, stage_main, add_reasons, box_problems, valid_boxes, page_hashes
 from .ocr import make_line, make_backend
+from .kinds import group_kinds, load_kinds_model
+from .panels import reading_order as panel_order
 
 # %% auto #0
 __all__ = ['TEXT_COLUMNS', 'overlap_share', 'assign_panels', 'group_balloons', 'reading_order', 'assign_text', 'truth_order',
@@ -64,23 +66,11 @@ def group_balloons(lines:list,        # OCR lines with x, y, w, h
     return [roots[find(i)] for i in range(len(lines))]
 
 # %% ../nbs/32_text.ipynb #4ea9439b
-def _after(c, q, rtl):
-    "Does box c come after box q in reading order?"
-    cx0, cx1 = (-(c['x'] + c['w']), -c['x']) if rtl else (c['x'], c['x'] + c['w'])
-    qx0, qx1 = (-(q['x'] + q['w']), -q['x']) if rtl else (q['x'], q['x'] + q['w'])
-    return c['y'] >= q['y'] + q['h'] or (cx0 >= qx1 and c['y'] < q['y'] + q['h'] and q['y'] < c['y'] + c['h'])
-
 def reading_order(boxes:list,     # dicts with x, y, w, h
                   rtl:bool=False  # manga: right to left
                  )->list[int]:
-    "Indices of `boxes` in reading order (topological sort of the after-relation, ties by top then leading side)"
-    key = lambda i: (boxes[i]['y'], -(boxes[i]['x'] + boxes[i]['w']) if rtl else boxes[i]['x'])
-    left, out = set(range(len(boxes))), []
-    while left:
-        free = [i for i in left if not any(_after(boxes[i], boxes[j], rtl) and not _after(boxes[j], boxes[i], rtl) for j in left if j != i)]
-        nxt = min(free or left, key=key)
-        out.append(nxt); left.remove(nxt)
-    return out
+    "Indices of balloon `boxes` in reading order: `comix.panels.reading_order` with no overlap tolerance"
+    return panel_order(boxes, rtl, tol=0.0) if len(boxes) else []
 
 # %% ../nbs/32_text.ipynb #618a1efe
 def _union(ls):
@@ -121,16 +111,18 @@ def truth_order(truth:dict)->list[str]:
     return [L['text'] for b in bs for L in b['lines']]
 
 # %% ../nbs/32_text.ipynb #e15407d6
-TEXT_COLUMNS = ['page_id', 'line_index', 'text', 'score', 'x', 'y', 'w', 'h', 'polygon', 'panel_index', 'balloon_index', 'order']
+TEXT_COLUMNS = ['page_id', 'line_index', 'text', 'score', 'x', 'y', 'w', 'h', 'polygon', 'panel_index', 'balloon_index', 'order',
+                'kind']
 
 def load_panels(out,                    # output folder
                 detector:str|None=None  # detector name; None: 'classical', else the only/first table found
                )->tuple[str|None, dict]:
     "(detector name, {page_id: (panels by panel_index, reading-order rank by panel_index)}) from `OUT/detect`"
-    d = Path(Layout(out).detect('x')).parent
-    names = sorted(p.name[:-len('.parquet')] for p in d.glob('*.parquet')) if d.is_dir() else []
+    fs, d = fsspec.core.url_to_fs(Layout(out).detect('x'))
+    d = d.rsplit('/', 1)[0] if '/' in d else '.'
+    names = sorted(p.rsplit('/', 1)[-1][:-len('.parquet')] for p in fs.glob(f'{d}/*.parquet')) if fs.isdir(d) else []
     if detector is None: detector = 'classical' if 'classical' in names else (names[0] if names else None)
-    if detector is None or not Path(Layout(out).detect(detector)).exists(): return None, {}
+    if detector is None or not exists(Layout(out).detect(detector)): return None, {}
     df = pd.read_parquet(Layout(out).detect(detector))
     df = df[valid_boxes(df)].sort_values(['page_id', 'panel_index'])          # bad rows are audited by the stage
     res = {}
@@ -139,13 +131,19 @@ def load_panels(out,                    # output folder
     return detector, res
 
 # %% ../nbs/32_text.ipynb #602372d9
-def page_text(page_id:str, image, ocr, panels=(), panel_order=None, rtl=False, min_overlap=0.4, provenance=None)->dict:
-    "The per-page OCR document: provenance, lines in reading order, balloons"
+def page_text(page_id:str, image, ocr, panels=(), panel_order=None, rtl=False, min_overlap=0.4, provenance=None,
+              kinds:bool=True       # type each balloon: dialogue, narration or sfx (`comix.kinds.group_kinds`)
+             )->dict:
+    "The per-page OCR document: provenance, lines in reading order, balloons with their kind"
     t0 = time.perf_counter()
     lines, balloons = assign_text(ocr(image), list(panels), panel_order, rtl, min_overlap)
     lines = sorted(lines, key=lambda L: L['order'])
     for i, L in enumerate(lines): L['line_index'] = i
     for b in balloons: b['lines'] = [i for i, L in enumerate(lines) if L['balloon_index'] == b['balloon_index']]
+    ks = group_kinds(image, lines, [b['lines'] for b in balloons], list(panels)) if kinds and balloons else [None] * len(balloons)
+    for b, k in zip(balloons, ks):
+        b['kind'] = k
+        for i in b['lines']: lines[i]['kind'] = k
     prov = dict(provenance or {}, time=datetime.now(timezone.utc).isoformat(timespec='seconds'),
                 seconds=round(time.perf_counter() - t0, 3))
     W, H = image.size if hasattr(image, 'size') and not callable(image.size) else (None, None)
@@ -153,7 +151,7 @@ def page_text(page_id:str, image, ocr, panels=(), panel_order=None, rtl=False, m
 
 def text_rows(doc:dict)->list[dict]:
     "Rows of `OUT/text/ocr.parquet` from one page document"
-    return [dict(page_id=doc['page_id'], **{k: L[k] for k in TEXT_COLUMNS[1:]}) for L in doc['lines']]
+    return [dict(page_id=doc['page_id'], **{k: L.get(k) for k in TEXT_COLUMNS[1:]}) for L in doc['lines']]
 
 # %% ../nbs/32_text.ipynb #aa206298
 _LINE_KEYS = ('text', 'score', 'x', 'y', 'w', 'h', 'polygon')
@@ -161,7 +159,7 @@ _LINE_KEYS = ('text', 'score', 'x', 'y', 'w', 'h', 'polygon')
 def read_text_doc(out, page_id:str, backend:str='ocr')->dict|None:
     "The per-page text document, or None"
     p = Layout(out).text_json(backend, page_id)
-    try: return json.loads(Path(p).read_text(encoding='utf-8')) if os.path.exists(p) else None
+    try: return json.loads(read_text(p)) if exists(p) else None
     except ValueError: return None
 
 def cached_lines(doc:dict|None, ocr_key:str)->list|None:
@@ -170,6 +168,9 @@ def cached_lines(doc:dict|None, ocr_key:str)->list|None:
     return [{k: L[k] for k in _LINE_KEYS if k in L} for L in doc['lines']]
 
 # %% ../nbs/32_text.ipynb #60a61a1b
+@functools.lru_cache(maxsize=1)
+def _kinds_info()->dict: return dict(load_kinds_model().info)
+
 class TextOcrStage(Stage):
     "OCR lines of every page, assigned to panels and balloons, in reading order"
     name, variant, table, columns, chunk, sort = 'text', 'ocr', 'text/ocr', TEXT_COLUMNS, 8, ['page_id', 'line_index']
@@ -178,19 +179,20 @@ class TextOcrStage(Stage):
         self.engine, self.ocr_options, self.detector, self.rtl, self.min_overlap = engine, dict(ocr_options or {}), detector, rtl, min_overlap
     def params(self):
         opts = {k: v for k, v in self.ocr_options.items() if k != 'threads' and v is not None}
-        return dict(engine=self.engine, options=opts, rtl=self.rtl, min_overlap=self.min_overlap, detector=self.detector)
+        return dict(engine=self.engine, options=opts, rtl=self.rtl, min_overlap=self.min_overlap, detector=self.detector,
+                    kinds=_kinds_info().get('weights'), version=2)
     def _det_path(self, ctx):
         det, _ = load_panels(ctx.out, self.detector) if self.detector is None else (self.detector, None)
         return det and ctx.layout.detect(det)
     def unit_inputs(self, ctx, units):
         md5 = ctx.manifest().set_index('page_id').md5.reindex(units).fillna('')
         p = self._det_path(ctx)
-        if not p or not os.path.exists(p): return md5.tolist()
+        if not p or not exists(p): return md5.tolist()
         d = pd.read_parquet(p); d = d[valid_boxes(d)]
         return [f'{m}|{h}' for m, h in zip(md5, page_hashes(d, ['x', 'y', 'w', 'h', 'order'], units))]
     def input_problems(self, ctx):
         p = self._det_path(ctx)
-        return box_problems(pd.read_parquet(p), 'detect', set(ctx.manifest().page_id)) if p and os.path.exists(p) else []
+        return box_problems(pd.read_parquet(p), 'detect', set(ctx.manifest().page_id)) if p and exists(p) else []
 
 # %% ../nbs/32_text.ipynb #059d9104
 @patch
@@ -201,7 +203,7 @@ def setup(self:TextOcrStage, ctx):
     key = lambda pid: hashlib.blake2b(json.dumps([ocr.provenance, md5.get(pid)], sort_keys=True, default=str).encode(),
                                       digest_size=8).hexdigest()
     return dict(ocr=ocr, panels=panels, key=key,
-                prov=dict(ocr.provenance, detector=det, rtl=self.rtl, min_overlap=self.min_overlap))
+                prov=dict(ocr.provenance, detector=det, rtl=self.rtl, min_overlap=self.min_overlap, kinds=_kinds_info()))
 
 @patch
 def process(self:TextOcrStage, ctx, state, units):

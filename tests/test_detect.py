@@ -1,13 +1,13 @@
-"Panel detection against real and synthetic ground truth, and the `comix detect` batch run (resume, shards, COCO)."
-import json, shutil
+"Panel detection against real and synthetic ground truth (the `comix detect` stage is tested in test_detect_stage.py)."
+import json
 from pathlib import Path
 import numpy as np, pandas as pd, pytest
 from PIL import Image
 
-from comix.panels import detect_panels, reading_order
-from comix.evaluate import evaluate, boxes_frame, real_datasets, run_detector, match_boxes
-from comix.detect import main, run_detect, read_coco, done_pages, DETECT_COLUMNS
-from comix.paths import Layout, fixture_path, read_audit
+from comix.panels import detect_panels, detect_panel_polygons, reading_order, PanelParams
+from comix.evaluate import evaluate, boxes_frame, real_datasets, run_detector, evaluate_layouts, order_on_truth
+from comix.boxes import match_boxes
+from comix.synth_layouts import hard_page, HARD_LAYOUTS
 from comix.synth import synth_page, LAYOUTS
 
 
@@ -53,9 +53,9 @@ def test_nyc2123_single_panel_screens(real_data):
 
 
 def test_openmantra_rtl_floor(real_data):
-    "Right-to-left manga (78 pages, 385 frames): F1@0.5 stays at the tuned level (0.80 when written)"
+    "Right-to-left manga (78 pages, 385 frames): F1@0.5 at least the 0.804 of the gutter cut alone (0.811 with frames)"
     per, s = _real(real_data, 'openmantra')
-    assert s['pages'] == 78 and s['f1'] >= 0.78, s
+    assert s['pages'] == 78 and s['f1'] >= 0.804, s
 
 
 @pytest.mark.parametrize('seed', range(3))
@@ -95,48 +95,71 @@ def test_reading_order_rows_not_naive_sort():
     assert reading_order(boxes, rtl=True) == [1, 2, 0]
 
 
-@pytest.fixture
-def sample_out(tmp_path):
-    from comix.extract import run_extract
-    out = tmp_path/'out'
-    run_extract({'pc': str(fixture_path('library', 'pepper-carrot'))}, out, workers=1, progress=False, show=False)
-    return out
+OLD = PanelParams(quads=False, frames=False, overlays=False)     # the gutter cut alone, as before the frame parts
 
 
-def test_cli_resume_shards_coco(sample_out, tmp_path):
-    "comix detect: outputs per DESIGN, resume after a kill, shards without overlap, COCO round trip"
-    out = sample_out
-    man = pd.read_parquet(Layout(out).manifest)
-    # a killed run leaves an uncommitted chunk (rows without a done marker): ignored
-    parts = Path(Layout(out).detect('classical')).with_suffix('.parts'); parts.mkdir(parents=True)
-    pd.DataFrame([dict(page_id=man.page_id[0], panel_index=0, x=0, y=0, w=1, h=1, score=1.0, order=0,
-                       detector='classical', weights='')])[DETECT_COLUMNS].to_parquet(parts/'dead.parquet')
-    assert main(['--out', str(out), '--no-progress']) == 0
-    det = pd.read_parquet(Layout(out).detect('classical'))
-    assert list(det.columns) == DETECT_COLUMNS
-    assert det.groupby('page_id').size().to_dict() == {p: n for p, n in zip(man.page_id, [2, 3, 3, 3, 2, 1])}
-    assert not ((det.w == 1) & (det.h == 1)).any()
-    assert (det.x + det.w <= det.page_id.map(dict(zip(man.page_id, man.width)))).all()
-    assert done_pages(out) == set(man.page_id)
-    assert main(['--out', str(out), '--no-progress']) == 0
-    assert set(read_audit(out, 'detect').reason) == {'already_done'}
-    back = read_coco(Layout(out).coco('classical'), detector='classical')
-    pd.testing.assert_frame_equal(back[['page_id', 'x', 'y', 'w', 'h', 'order']], det[['page_id', 'x', 'y', 'w', 'h', 'order']])
-    coco = json.loads(Path(Layout(out).coco('classical')).read_text())
-    assert {im['page_id'] for im in coco['images']} == set(man.page_id) and all(im['width'] > 0 for im in coco['images'])
-    # two shards on a fresh output: every page once
-    o2 = tmp_path/'o2'; shutil.copytree(out/'manifest', o2/'manifest'); shutil.copy(Layout(out).config, Layout(o2).config)
-    for i in (0, 1): assert main(['--out', str(o2), '--shard', str(i), '--num-shards', '2', '--no-progress']) == 0
-    a = read_audit(o2, 'detect')
-    assert sorted(a.page_id) == sorted(man.page_id) and set(a.status) == {'ok'}
-    assert len(pd.read_parquet(Layout(o2).detect('classical'))) == len(det)
+def test_hard_layouts_floors():
+    "Hard synthetic layouts (05b): F1@0.5 per layout over 3 pages each stays at the level measured (10 pages in 20c)"
+    t = evaluate_layouts(lambda im, rtl: detect_panels(im, rtl=rtl), seeds=range(3))
+    floors = dict(overlap=0.65, overlap_outline=0.9, straddle_inset=0.9, corner_touch=0.65, bleed=0.85, gutter_cross=0.8,
+                  slanted=0.85, modern=0.7, all=0.82)                 # measured 0.68 0.97 0.95 0.72 0.91 0.88 0.90 0.75 / 0.85
+    low = {k: round(t.loc[k, 'f1'], 3) for k, v in floors.items() if t.loc[k, 'f1'] < v}
+    assert not low, low
 
 
-def test_unreadable_page_is_audited(sample_out):
-    "A page whose image cannot be decoded gives an error row, the others go on, counts reconcile"
-    out = sample_out
-    man = pd.read_parquet(Layout(out).manifest)
-    man.loc[0, 'entry'] = 'missing.jpg'; man.to_parquet(Layout(out).manifest)
-    assert main(['--out', str(out), '--no-progress']) == 1
-    a = read_audit(out, 'detect')
-    assert (a.status == 'error').sum() == 1 and (a.status == 'ok').sum() == len(man) - 1
+def test_frames_beat_the_gutter_cut_alone():
+    "On the same hard pages the new parts (quads, frame splits, closed frames over two panels) find more panels"
+    lays = ['slanted', 'overlap', 'gutter_cross']
+    new = evaluate_layouts(lambda im, rtl: detect_panels(im, rtl=rtl), lays, range(2))
+    old = evaluate_layouts(lambda im, rtl: detect_panels(im, OLD, rtl=rtl), lays, range(2))
+    assert new.loc['all', 'f1'] >= old.loc['all', 'f1'] + 0.07, (new.f1.to_dict(), old.f1.to_dict())   # 0.82 vs 0.72
+    assert new.loc['all', 'precision'] >= old.loc['all', 'precision']
+
+
+def test_reading_order_overlaps_insets_rtl():
+    "True boxes, shuffled: panels drawn over others read after what they straddle, left to right and right to left"
+    t = order_on_truth(['overlap', 'overlap_outline', 'straddle_inset', 'modern'], seeds=range(10))
+    assert (t.values >= 0.9).all(), t
+    old = order_on_truth(['overlap', 'straddle_inset'], seeds=range(10), order=_bands_only)
+    assert (old.values <= 0.6).all(), old      # the tiers-and-columns order alone gets these wrong
+
+
+def _bands_only(b, rtl):
+    "Reading order without the floater rule (every box in the bands), to show what the rule fixes"
+    from comix.panels import _bands
+    b = np.asarray(b, float)
+    def rec(idx):
+        if len(idx) < 2: return list(idx)
+        sub = b[idx]
+        for axis in (1, 0):
+            g = _bands(sub[:, axis], sub[:, axis] + sub[:, axis+2])
+            if len(g) > 1:
+                g = g[::-1] if axis == 0 and rtl else g
+                return [i for grp in g for i in rec([idx[j] for j in grp])]
+        return [idx[j] for j in np.lexsort((sub[:, 0] * (-1 if rtl else 1), sub[:, 1]))]
+    return rec(list(range(len(b))))
+
+
+def test_polygons_of_slanted_panels():
+    "Slanted gutters: the panels come back as quadrilaterals whose corners lie near the true ones"
+    found = total = 0
+    for seed in range(2):
+        img, t = hard_page(seed, 'slanted')
+        r = detect_panel_polygons(img); truth = [[q[k] for k in 'xywh'] for q in t['panels']]
+        assert len(r['polygons']) == len(r['scores']) == len(r['boxes'])
+        assert np.array_equal(r['boxes'], detect_panels(img))
+        for i, j, _ in match_boxes(r['boxes'], truth):
+            q, s = np.asarray(r['polygons'][i]), np.array(t['panels'][j]['shape'], float)
+            found += len(q) == 4 and np.abs(np.sort(s, 0) - np.sort(q, 0)).max() <= 12
+        total += len(truth)
+    assert found >= total - 2, (found, total)
+
+
+def test_hard_page_truth_is_exact():
+    "The label-map truth: a covered panel keeps its whole box, an overlapping panel reads after what it straddles"
+    for seed in range(3):
+        img, t = hard_page(seed, 'overlap')
+        kinds = [q['kind'] for q in t['panels']]
+        assert kinds.count('overlay') == 1 and img.size == (1000, 1500)
+        for q in t['panels']:
+            s = np.array(q['shape']); assert abs(q['x'] - s[:, 0].min()) <= 2 and abs(q['x'] + q['w'] - s[:, 0].max()) <= 2

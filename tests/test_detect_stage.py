@@ -28,7 +28,7 @@ def test_cli_resume_shards_coco(sample_out, tmp_path):
     # a killed run leaves an uncommitted chunk (rows without the audit part that commits them): ignored
     parts = Path(Layout(out).detect('classical')).with_suffix('.parts'); parts.mkdir(parents=True)
     pd.DataFrame([dict(page_id=man.page_id[0], panel_index=0, x=0, y=0, w=1, h=1, score=1.0, order=0,
-                       detector='classical', weights='')])[DETECT_COLUMNS].to_parquet(parts/f'{new_run_id()}-000000.rows.parquet')
+                       detector='classical', weights='', polygon=[[0.0, 0, 1, 0, 1, 1, 0, 1]])])[DETECT_COLUMNS].to_parquet(parts/f'{new_run_id()}-000000.rows.parquet')
     assert main(['--out', str(out), '--no-progress']) == 0
     det = pd.read_parquet(Layout(out).detect('classical'))
     assert list(det.columns) == DETECT_COLUMNS

@@ -55,3 +55,40 @@ def test_paddleocr_backend_with_local_models(tmp_path):
     lines = PaddleOCRBackend(det, rec)(img)
     s = prf(*word_counts(norm_words(' '.join(L['text'] for L in lines)), norm_words(' '.join(b['text'] for b in truth['balloons']))))
     assert s['f1'] >= 0.9
+
+def test_fast_path_is_what_runs(ocr):
+    "The default backend: detection capped at 1024 px, Latin-only int8 recogniser, and it says so in its provenance"
+    from comix.ocr import det_scale, det_input
+    assert ocr.rec_kind == 'int8-latin' and len(ocr.chars) == 536
+    p = ocr.provenance['params']
+    assert p['rec'] == 'int8-latin' and p['Det.max_side_len'] == 1024 and p['device'] == 'cpu'
+    assert det_input(np.zeros((1500, 1000, 3), np.uint8), det_scale(1500, 1000)).shape == (1, 3, 1024, 672)
+    img, _ = synth_page(seed=11, layout='grid', size=(800, 1200))
+    ocr.timings.clear(); ocr(img)
+    assert ocr.timings['pages'] == 1 and ocr.timings['detect'] > 0 and ocr.timings['recognise'] > 0
+
+def test_derived_recogniser_is_cached(tmp_path):
+    "A derived model is built once into the cache folder, keyed by the source model, and then found"
+    from comix.ocr import recogniser_model, rapidocr_model, model_classes
+    rec = rapidocr_model('PP-OCRv6_rec_small.onnx')
+    p, kind = recogniser_model(rec, latin=True, int8=False, cache=tmp_path)
+    assert kind == 'fp32-latin' and p.parent == tmp_path/'ocr' and model_classes(p)[-1] == ' '
+    t = p.stat().st_mtime_ns
+    assert recogniser_model(rec, latin=True, int8=False, cache=tmp_path)[0] == p and p.stat().st_mtime_ns == t
+
+def test_near_miss_gaps_and_spaced_letters():
+    from comix.ocr import NEAR_SPACE as N
+    lex = load_lexicon()
+    assert clean_text(f'EVERY{N}BODY STAND BACK.', lex) == 'EVERYBODY STAND BACK.'    # xkcd 208, int8 and fp32 disagree here
+    assert clean_text(f'AT{N}NIGHT, ALL', lex) == 'AT NIGHT, ALL'
+    assert clean_text(f'I{N}S S{N}U E 1', lex) == 'ISSUE 1'                           # NYC2123 title, letter-spaced
+    assert clean_text("19.999. THAT'5 WEIRD.", lex) == "19.999. THAT'S WEIRD."       # xkcd 217
+
+@pytest.mark.gpu
+def test_cuda_backend_reads_like_the_cpu_one():
+    "device='cuda' (onnxruntime-gpu): both networks on the CUDA provider, lines batched, same words on a synthetic page"
+    gpu = make_backend(device='cuda', threads=1)
+    assert gpu.det.get_providers()[0] == 'CUDAExecutionProvider' and gpu.rec_kind == 'fp32-latin'
+    img, truth = synth_page(seed=11, layout='grid', size=(800, 1200))
+    s = prf(*word_counts(norm_words(' '.join(L['text'] for L in gpu(img))), norm_words(' '.join(b['text'] for b in truth['balloons']))))
+    assert s['f1'] >= 0.97, s
