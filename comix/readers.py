@@ -4,18 +4,19 @@
 
 # %% ../nbs/10a_readers.ipynb #bab9405e
 from __future__ import annotations
-import io, os, re, stat, tarfile, unicodedata, warnings, zipfile, zlib, posixpath, queue, threading
+import io, os, re, stat, tarfile, tempfile, unicodedata, warnings, zipfile, zlib, posixpath, queue, threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from xml.etree import ElementTree as ET
+import fsspec
 from PIL import Image
-from .paths import archive_ext
+from .paths import archive_ext, is_remote
 
 # %% auto #0
-__all__ = ['MAGICS', 'EXT_KINDS', 'READERS', 'Limits', 'ContainerError', 'EntryError', 'sniff', 'ext_kind', 'Member',
-           'clean_name', 'fix_name', 'is_unsafe_name', 'check_member', 'check_members', 'Book', 'ZipBook', 'RarBook',
-           'SevenZipBook', 'TarBook', 'FolderBook', 'PdfBook', 'epub_page_order', 'EpubBook', 'open_book',
-           'probe_image', 'decode_image']
+__all__ = ['RANGE_BLOCK', 'MAGICS', 'EXT_KINDS', 'READERS', 'Limits', 'ContainerError', 'EntryError', 'open_remote', 'local_copy',
+           'path_info', 'sniff', 'magic_kind', 'ext_kind', 'Member', 'clean_name', 'fix_name', 'is_unsafe_name',
+           'check_member', 'check_members', 'Book', 'ZipBook', 'RarBook', 'SevenZipBook', 'TarBook', 'FolderBook',
+           'PdfBook', 'epub_page_order', 'EpubBook', 'open_book', 'probe_image', 'decode_image']
 
 # %% ../nbs/10a_readers.ipynb #02dd2e5f
 @dataclass
@@ -36,6 +37,39 @@ class EntryError(Exception):
     "One member cannot be used as a page; `reason` is a short code"
     def __init__(self, reason, detail=''): super().__init__(f'{reason}: {detail}'); self.reason,self.detail = reason,detail
 
+# %% ../nbs/10a_readers.ipynb #0089dc8b
+RANGE_BLOCK = 64 << 10     # read-ahead of a remote file: reading a book in order then costs one request per member
+
+def _url_fs(path): return fsspec.core.url_to_fs(os.fspath(path))
+
+class _Ranged:
+    "An fsspec file whose seek before the start raises `OSError` as a local file's does (zipfile relies on that)"
+    def __init__(self, f): self.f = f
+    def seek(self, offset, whence=0):
+        try: return self.f.seek(offset, whence)
+        except ValueError as e: raise OSError(22, str(e))
+    def __getattr__(self, k): return getattr(self.f, k)
+    def __enter__(self): return self
+    def __exit__(self, *a): self.f.close()
+
+def open_remote(path, block_size:int=RANGE_BLOCK):
+    "A seekable remote file that fetches only the byte ranges read, plus `block_size` of read-ahead"
+    fs, p = _url_fs(path)
+    return _Ranged(fs.open(p, 'rb', block_size=block_size, cache_type='readahead'))
+
+def local_copy(path, folder)->Path:
+    "Download a remote file into `folder` (for formats read front to back: RAR, 7z); its local path"
+    fs, p = _url_fs(path)
+    dest = Path(folder)/(posixpath.basename(p.rstrip('/')) or 'book')
+    fs.get_file(p, str(dest)); return dest
+
+def path_info(path)->dict:
+    "`{'type': 'file' | 'directory', 'size': bytes}` of a local or remote path; `FileNotFoundError` when absent"
+    if not is_remote(path):
+        st = os.stat(path); return {'type': 'directory' if stat.S_ISDIR(st.st_mode) else 'file', 'size': st.st_size}
+    fs, p = _url_fs(path); i = fs.info(p)
+    return {'type': i['type'], 'size': i.get('size') or 0}
+
 # %% ../nbs/10a_readers.ipynb #ba4c7aca
 MAGICS = [(b'PK\x03\x04','zip'), (b'PK\x05\x06','zip'), (b'PK\x07\x08','zip'), (b'Rar!\x1a\x07','rar'),
           (b"7z\xbc\xaf'\x1c",'7z'), (b'%PDF','pdf'), (b'\x1f\x8b','tar'), (b'\xfd7zXZ\x00','tar'),
@@ -43,11 +77,21 @@ MAGICS = [(b'PK\x03\x04','zip'), (b'PK\x05\x06','zip'), (b'PK\x07\x08','zip'), (
 EXT_KINDS = {'.cbz':'zip', '.zip':'zip', '.cbr':'rar', '.rar':'rar', '.cb7':'7z', '.7z':'7z', '.cbt':'tar',
              '.tar':'tar', '.tgz':'tar', '.gz':'tar', '.xz':'tar', '.bz2':'tar', '.zst':'tar', '.pdf':'pdf', '.epub':'epub'}
 
+def _head(path, n:int=512)->bytes:
+    if not is_remote(path):
+        with open(path, 'rb') as f: return f.read(n)
+    fs, p = _url_fs(path); return fs.cat_file(p, start=0, end=n)
+
+def _isdir(path)->bool:
+    try: return path_info(path)['type'] == 'directory'
+    except OSError: return False
+
 def sniff(path)->str|None:
-    "Kind of container at `path` from its magic bytes: zip, epub, rar, 7z, tar, pdf, folder or None"
-    p = Path(path)
-    if p.is_dir(): return 'folder'
-    with open(p, 'rb') as f: head = f.read(512)
+    "Kind of container at `path` (local or remote) from its magic bytes: zip, epub, rar, 7z, tar, pdf, folder or None"
+    return 'folder' if _isdir(path) else magic_kind(_head(path))
+
+def magic_kind(head:bytes)->str|None:
+    "Kind of container whose first 512 bytes are `head`"
     for magic,kind in MAGICS:
         if head.startswith(magic):
             if kind=='zip' and head[30:38]==b'mimetype' and b'epub' in head[38:90]: return 'epub'
@@ -57,8 +101,7 @@ def sniff(path)->str|None:
 
 def ext_kind(path)->str|None:
     "Kind of container that the file name claims"
-    p = Path(path)
-    return 'folder' if p.is_dir() else EXT_KINDS.get(p.suffix.lower())
+    return 'folder' if _isdir(path) else EXT_KINDS.get(posixpath.splitext(os.fspath(path))[1].lower())
 
 # %% ../nbs/10a_readers.ipynb #5d2c7ec8
 @dataclass
@@ -108,8 +151,8 @@ class Book:
     "A container opened for reading; subclasses fill `members` and implement `_read`"
     kind = None
     def __init__(self, path, limits:Limits|None=None):
-        self.path,self.limits = Path(path),(limits or Limits())
-        self.members,self.comment,self.page_order = [],'',None
+        self.path,self.limits = (os.fspath(path) if is_remote(path) else Path(path)),(limits or Limits())
+        self.members,self.comment,self.page_order,self._tmp = [],'',None,None
     def read(self, m:Member)->bytes:
         "Bytes of one member, after the safety checks"
         check_member(m, self.limits)
@@ -139,7 +182,13 @@ class Book:
         if not hasattr(self, '_by_name'): self._by_name = {m.name:m for m in self.members}
         if name not in self._by_name: raise KeyError(f'{name} not in {self.path}')
         return self._by_name[name]
-    def close(self): pass
+    def local_file(self)->Path:
+        "The container as a local file: itself, or (remote) a copy in a temporary folder deleted on close"
+        if not is_remote(self.path): return self.path
+        if self._tmp is None: self._tmp = tempfile.TemporaryDirectory(prefix='comix-book-')
+        return local_copy(self.path, self._tmp.name)
+    def close(self):
+        if self._tmp is not None: self._tmp.cleanup(); self._tmp = None
     def __enter__(self): return self
     def __exit__(self, *a): self.close()
 
@@ -156,8 +205,10 @@ class ZipBook(Book):
     kind = 'zip'
     def __init__(self, path, limits=None):
         super().__init__(path, limits)
-        try: self.zf = zipfile.ZipFile(self.path)
+        self.fh = open_remote(self.path) if is_remote(self.path) else None     # ranged reads of the members
+        try: self.zf = zipfile.ZipFile(self.fh or self.path)
         except zipfile.BadZipFile as e:
+            if self.fh: self.fh.close()
             raise ContainerError('truncated_zip' if sniff(self.path)=='zip' else 'corrupt_archive', str(e))
         self.comment = self.zf.comment.decode('utf-8', 'replace')
         for i in self.zf.infolist():
@@ -170,7 +221,10 @@ class ZipBook(Book):
         except (zipfile.BadZipFile, zlib.error, EOFError) as e: raise EntryError('corrupt_member', str(e))
         except NotImplementedError as e: raise EntryError('unsupported_compression', str(e))
         except RuntimeError as e: raise EntryError('encrypted', str(e))
-    def close(self): self.zf.close()
+    def close(self):
+        self.zf.close()
+        if self.fh: self.fh.close()
+        super().close()
 
 # %% ../nbs/10a_readers.ipynb #917a12c4
 from unrar.cffi.unrarlib import RarArchive, BadRarFile, BadRarPassword
@@ -185,7 +239,8 @@ class RarBook(Book):
     kind = 'rar'
     def __init__(self, path, limits=None):
         super().__init__(path, limits)
-        with _rar_open(self.path) as rar:
+        self.file = self.local_file()
+        with _rar_open(self.file) as rar:
             self.comment = rar.comment if isinstance(rar.comment, str) else rar.comment.decode('utf-8', 'replace')
             for h in rar.iterate_headers():
                 self.members.append(Member(clean_name(h.FileNameW), h.UnpSize + (h.UnpSizeHigh<<32),
@@ -201,7 +256,7 @@ class RarBook(Book):
     def _read_pass(self, ms):
         want = {m.name:m for m in ms}
         if not want: return
-        with _rar_open(self.path) as rar:
+        with _rar_open(self.file) as rar:
             for h in rar.iterate_headers():
                 m = want.pop(clean_name(h.FileNameW), None)
                 if m is None: h.skip(); continue
@@ -244,8 +299,9 @@ class SevenZipBook(Book):
     kind = '7z'
     def __init__(self, path, limits=None):
         super().__init__(path, limits)
+        self.file = self.local_file()
         try:
-            with py7zr.SevenZipFile(self.path) as z: infos,enc = z.list(),z.needs_password()
+            with py7zr.SevenZipFile(self.file) as z: infos,enc = z.list(),z.needs_password()
         except py7zr.exceptions.PasswordRequired as e: raise ContainerError('encrypted', str(e))
         except (py7zr.exceptions.Bad7zFile, EOFError, OSError, ValueError, KeyError) as e:
             raise ContainerError('corrupt_archive', str(e))
@@ -258,7 +314,7 @@ class SevenZipBook(Book):
         if not ms: return
         f = _CappedFactory(self.limits.max_member_bytes)
         try:
-            with py7zr.SevenZipFile(self.path) as z: z.extract(targets=[m.handle for m in ms], factory=f)
+            with py7zr.SevenZipFile(self.file) as z: z.extract(targets=[m.handle for m in ms], factory=f)
         except Exception as e:
             for m in ms: yield m, EntryError('corrupt_member', f'{type(e).__name__}: {e}')
             return
@@ -274,8 +330,9 @@ class TarBook(Book):
     kind = 'tar'
     def __init__(self, path, limits=None):
         super().__init__(path, limits)
+        self.fh = open_remote(self.path) if is_remote(self.path) else None
         try:
-            self.tf = tarfile.open(self.path, 'r:*')
+            self.tf = tarfile.open(self.path, 'r:*') if self.fh is None else tarfile.open(fileobj=self.fh, mode='r:*')
             infos = self.tf.getmembers()
         except (tarfile.TarError, EOFError, OSError, zlib.error) as e: raise ContainerError('corrupt_archive', str(e))
         for i in infos:
@@ -286,7 +343,10 @@ class TarBook(Book):
         if not m.handle.isfile(): raise EntryError('special_file', m.name)
         try: return self.tf.extractfile(m.handle).read(self.limits.max_member_bytes+1)
         except (tarfile.TarError, EOFError, OSError, zlib.error) as e: raise EntryError('corrupt_member', str(e))
-    def close(self): self.tf.close()
+    def close(self):
+        self.tf.close()
+        if self.fh: self.fh.close()
+        super().close()
 
 # %% ../nbs/10a_readers.ipynb #0845964d
 class FolderBook(Book):
@@ -294,14 +354,22 @@ class FolderBook(Book):
     kind = 'folder'
     def __init__(self, path, limits=None):
         super().__init__(path, limits)
-        for e in sorted(os.scandir(self.path), key=lambda e: e.name):
-            if e.is_file() and not archive_ext(e.name):
-                name, note = fix_name(e.name)
-                self.members.append(Member(clean_name(name), e.stat().st_size, e.stat().st_size, note=note, handle=e.path))
+        for leaf, size, handle in sorted(_folder_files(self.path)):
+            if not archive_ext(leaf):
+                name, note = fix_name(leaf)
+                self.members.append(Member(clean_name(name), size, size, note=note, handle=handle))
     def _read(self, m):
         try:
+            if is_remote(m.handle): fs, p = _url_fs(m.handle); return fs.cat_file(p)
             with open(m.handle, 'rb') as f: return f.read(self.limits.max_member_bytes+1)
         except OSError as e: raise EntryError('unreadable', str(e))
+
+def _folder_files(path)->list:
+    "`(name, size, path)` of the files directly in a local or remote folder"
+    if not is_remote(path): return [(e.name, e.stat().st_size, e.path) for e in os.scandir(path) if e.is_file()]
+    fs, p = _url_fs(path)
+    return [(posixpath.basename(e['name'].rstrip('/')), e.get('size') or 0, fs.unstrip_protocol(e['name']))
+            for e in fs.ls(p, detail=True) if e['type'] == 'file']
 
 # %% ../nbs/10a_readers.ipynb #1715d1ed
 import pypdfium2 as pdfium
@@ -321,7 +389,8 @@ class PdfBook(Book):
     kind = 'pdf'
     def __init__(self, path, limits=None):
         super().__init__(path, limits)
-        try: self.pdf = pdfium.PdfDocument(str(self.path))
+        self.fh = open_remote(self.path) if is_remote(self.path) else None      # pdfium reads the ranges it needs
+        try: self.pdf = pdfium.PdfDocument(self.fh or str(self.path))
         except pdfium.PdfiumError as e:
             code = getattr(e, 'err_code', None)  # pdfium refuses a well-formed PDF without pages with 'success'
             if code == pdfium_c.FPDF_ERR_PASSWORD: raise ContainerError('encrypted', str(e))
@@ -343,7 +412,10 @@ class PdfBook(Book):
         for m in ms:
             try: yield m, self.read(m)
             except EntryError as e: yield m, e
-    def close(self): self.pdf.close()
+    def close(self):
+        self.pdf.close()
+        if self.fh: self.fh.close()
+        super().close()
 
 # %% ../nbs/10a_readers.ipynb #fce0a8da
 def _xml(data:bytes):
@@ -391,16 +463,17 @@ class EpubBook(ZipBook):
 READERS = {'zip':ZipBook, 'epub':EpubBook, 'rar':RarBook, '7z':SevenZipBook, 'tar':TarBook, 'pdf':PdfBook, 'folder':FolderBook}
 
 def open_book(path, limits:Limits|None=None)->Book:
-    "Open the container at `path` with the reader its content calls for"
-    p = Path(path)
+    "Open the container at `path` (local or remote) with the reader its content calls for"
+    p = os.fspath(path) if is_remote(path) else Path(path)
     try:
-        if not p.is_dir() and p.stat().st_size==0: raise ContainerError('empty_file', str(p))
-        kind = sniff(p)
-        if p.is_dir(): os.listdir(p)
+        info = path_info(p); folder = info['type'] == 'directory'
+        if not folder and info['size']==0: raise ContainerError('empty_file', str(p))
+        kind = 'folder' if folder else magic_kind(_head(p))
+        if folder and not is_remote(p): os.listdir(p)
     except OSError as e: raise ContainerError('unreadable', f'{type(e).__name__}: {e}')
-    claimed = ext_kind(p)
+    claimed = 'folder' if folder else EXT_KINDS.get(posixpath.splitext(os.fspath(p))[1].lower())
     if kind is None and claimed=='tar': kind = 'tar'
-    if kind is None: raise ContainerError('unknown_format', f'{p.name}: no known magic')
+    if kind is None: raise ContainerError('unknown_format', f'{posixpath.basename(os.fspath(p))}: no known magic')
     if kind=='zip' and claimed=='epub': kind = 'epub'
     try: book = READERS[kind](p, limits)
     except ContainerError: raise
@@ -432,7 +505,8 @@ def decode_image(data:bytes, max_side:int|None=None, limits:Limits|None=None)->I
     "Decode page bytes to an RGB/L PIL image, longest side at most `max_side`"
     probe_image(data, limits)
     im = Image.open(io.BytesIO(data))
-    if max_side and im.format=='JPEG': im.draft(im.mode if im.mode in ('L','RGB') else 'RGB', (max_side, max_side))
+    if max_side and im.format=='JPEG':      # decode at 1/2, 1/4 or 1/8 scale when that still covers max_side
+        m = max(im.size); im.draft(im.mode if im.mode in ('L','RGB') else 'RGB', (-(-max_side * im.width // m), -(-max_side * im.height // m)))
     im.load()
     if max_side and max(im.size) > max_side: im.thumbnail((max_side, max_side), Image.LANCZOS)
     return im if im.mode in ('RGB', 'L') else im.convert('RGB')
