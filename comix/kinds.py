@@ -11,9 +11,9 @@ import cv2, numpy as np
 from PIL import Image
 
 # %% auto #0
-__all__ = ['KINDS', 'TRUTH_KINDS', 'KINDS_WEIGHTS', 'KIND_COLOURS', 'union_box', 'container', 'shape_features', 'ray_features',
-           'lettering_features', 'position_features', 'group_features', 'KindsModel', 'load_kinds_model', 'group_kinds',
-           'draw_kinds', 'real_kind_pages', 'area_kinds']
+__all__ = ['KINDS', 'TRUTH_KINDS', 'KINDS_WEIGHTS', 'KIND_COLOURS', 'union_box', 'container', 'shape_features',
+           'split_by_container', 'in_box', 'ray_features', 'lettering_features', 'position_features', 'group_features',
+           'KindsModel', 'load_kinds_model', 'group_kinds', 'draw_kinds', 'real_kind_pages', 'area_kinds']
 
 # %% ../nbs/33_kinds.ipynb #ce4e754d
 KINDS = ('dialogue', 'narration', 'sfx')
@@ -37,27 +37,32 @@ def _rgb(image)->np.ndarray:
 def container(img:np.ndarray,  # page, H x W x 3 RGB
               lines:list,      # the group's lines (x, y, w, h in page pixels)
               tol:float=40.,   # colour distance that still counts as the balloon's fill
-              lh_px:float=10.  # the window is scaled so that a line is about this many pixels high
+              lh_px:float=10., # the window is scaled so that a line is about this many pixels high
+              margin:float=2.5 # the window reaches this many line heights (plus half the text's size) beyond the text
              )->dict:
     "The region of the fill colour around a group's text: its mask in a window, the window, the fill and the scale"
     x, y, w, h = union_box(lines); lh = float(np.median([min(L['w'], L['h']) for L in lines]))
-    g = 0.45*max(w, h) + 2.5*lh
+    g = 0.45*max(w, h) + margin*lh
     X0, Y0 = max(0, int(x - g)), max(0, int(y - g)); X1, Y1 = min(img.shape[1], int(x + w + g)), min(img.shape[0], int(y + h + g))
     s = min(1.0, lh_px / max(lh, 1.0))
     win = cv2.resize(img[Y0:Y1, X0:X1], (max(1, round((X1 - X0)*s)), max(1, round((Y1 - Y0)*s))), interpolation=cv2.INTER_AREA)
     tb = [round((x - X0)*s), round((y - Y0)*s), max(1, round(w*s)), max(1, round(h*s))]
     fill = np.median(win[tb[1]:tb[1] + tb[3], tb[0]:tb[0] + tb[2]].reshape(-1, 3).astype(np.float32), 0)
     sim = (np.linalg.norm(win.astype(np.float32) - fill, axis=2) < tol).astype(np.uint8)
+    mid = []
     for L in lines:   # bridge the glyphs, inside each line (OCR boxes are larger than the ink: shrink them)
         t = 0.3*min(L['w'], L['h'])
-        sim[round((L['y'] + t - Y0)*s):round((L['y'] + L['h'] - t - Y0)*s) + 1, round((L['x'] + t - X0)*s):round((L['x'] + L['w'] - t - X0)*s) + 1] = 1
+        r0, r1 = round((L['y'] + t - Y0)*s), round((L['y'] + L['h'] - t - Y0)*s) + 1
+        c0, c1 = round((L['x'] + t - X0)*s), round((L['x'] + L['w'] - t - X0)*s) + 1
+        sim[r0:r1, c0:c1] = 1; mid.append((min((r0 + r1)//2, sim.shape[0] - 1), min((c0 + c1)//2, sim.shape[1] - 1)))
     sim = cv2.morphologyEx(sim, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))   # cut one-pixel leaks through broken outlines
-    n, lab = cv2.connectedComponents(sim, connectivity=4)
+    n, lab, stats, _ = cv2.connectedComponentsWithStats(sim, connectivity=4)
     c = lab[tb[1] + tb[3]//2, tb[0] + tb[2]//2]
     m = (lab == c).astype(np.uint8) if c else sim*0
     if not m.any(): m[tb[1]:tb[1] + tb[3], tb[0]:tb[0] + tb[2]] = 1
     edges = (Y0 == 0, Y1 == img.shape[0], X0 == 0, X1 == img.shape[1])   # window sides on the page edge
-    return dict(mask=m, window=(X0, Y0, X1, Y1), scale=s, text=tb, fill=fill, win=win, lh=lh*s, page_edges=edges)
+    return dict(mask=m, window=(X0, Y0, X1, Y1), scale=s, text=tb, fill=fill, win=win, lh=lh*s, page_edges=edges,
+                parts=[int(lab[r, q]) for r, q in mid], areas=stats[:, cv2.CC_STAT_AREA])
 
 # %% ../nbs/33_kinds.ipynb #dff82d3b
 def shape_features(c:dict)->dict:
@@ -85,6 +90,42 @@ def shape_features(c:dict)->dict:
                 m_left=(tx - x0) / lh, m_right=(x1 - tx - tw) / lh, m_top=(ty - y0) / lh, m_bottom=(y1 - ty - th) / lh,
                 m_side=((tx - x0) + (x1 - tx - tw)) / max(tw, 1), m_vert=((ty - y0) + (y1 - ty - th)) / max(th, 1),
                 aspect=math.log(bw / bh))
+
+# %% ../nbs/33_kinds.ipynb #5eef13af
+def split_by_container(image,            # the page: PIL image, path or RGB array (the size the lines are in)
+                       lines:list,       # text lines: dicts with x, y, w, h
+                       groups:list,      # lists of line indices
+                       min_room:float=1.0 # least area of each region, in multiples of its lines' box area
+                      )->list[list]:
+    "The groups, each split where its lines sit in different containers (touching balloons)"
+    img, out = _rgb(image), []
+    for g in groups:
+        if len(g) < 2: out.append(list(g)); continue
+        ls = [lines[i] for i in g]
+        c = container(img, ls); s2 = c['scale']**2
+        parts = {}
+        for i, L, k in zip(g, ls, c['parts']): parts.setdefault(k, []).append((i, L['w']*L['h']*s2))
+        roomy = all(k and c['areas'][k] >= min_room*sum(a for _, a in m) for k, m in parts.items())
+        out += [[i for i, _ in m] for m in parts.values()] if len(parts) > 1 and roomy else [list(g)]
+    return out
+
+# %% ../nbs/33_kinds.ipynb #f3d83e11
+def in_box(image,              # the page: PIL image, path or RGB/BGR array
+           line:dict,          # one line: x, y, w, h and optionally its polygon
+           max_tilt:float=0.08, # most rise over run of the line's top edge (captions are lettered level)
+           margin:float=5.0,   # window reach in line heights (`container`)
+           min_fill:float=0.7, min_corners:float=0.7 # box-shaped: share of its bounding box, of its corners filled
+          )->bool:
+    "Whether a line sits level inside a closed box of one fill colour (a caption box), not on open art or a page"
+    if line.get('polygon') is not None:
+        p = np.reshape(line['polygon'], (-1, 2))
+        if abs(p[1, 1] - p[0, 1]) > max_tilt*max(abs(p[1, 0] - p[0, 0]), 1.0): return False
+    img = _rgb(image); H, W = img.shape[:2]
+    L = dict(line, x=int(min(max(line['x'], 0), W - 1)), y=int(min(max(line['y'], 0), H - 1)))
+    L.update(w=int(max(1, min(L['w'], W - L['x']))), h=int(max(1, min(L['h'], H - L['y']))))
+    f = shape_features(container(img, [L], margin=margin))
+    roomy = min(f['m_left'], f['m_right'], f['m_top'], f['m_bottom']) > -0.15   # more than the bridged glyphs
+    return roomy and f['border'] < 0.1 and f['fill_ratio'] >= min_fill and f['corners'] >= min_corners
 
 # %% ../nbs/33_kinds.ipynb #25bb6794
 def _ray(off, cx, cy, a, t0, limit):

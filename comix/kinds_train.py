@@ -12,10 +12,51 @@ from .synth import render_page, grain_image, check_truth, LAYOUTS
 from .synth_art import make_layout, place_balloons, make_sfx, line_boxes, comic_font, draw_balloon, ink_art, _hit
 
 # %% auto #0
-__all__ = ['styled_page', 'ocr_like', 'training_table', 'train_kinds']
+__all__ = ['SPEECH_TINTS', 'break_frame', 'styled_page', 'ocr_like', 'training_table', 'train_kinds']
+
+# %% ../nbs/33a_kinds_train.ipynb #e0031f49
+SPEECH_TINTS = [(235, 235, 235), (215, 215, 215), (255, 246, 220), (225, 240, 255), (200, 200, 200)]
+
+def break_frame(rng, b:dict, inner:tuple, others:list, clip:float=0.75)->bool:
+    "Move speech balloon `b` into its panel's frame (left, right or top side), its text still inside; True if it moved"
+    x0, y0, x1, y1 = inner
+    tw, th = (b['w'] - b['fs']*0.8) / 1.42, (b['h'] - b['fs']*0.8) / 1.42     # the text box (`make_balloon`)
+    mx, my = (b['w'] - tw) / 2, (b['h'] - th) / 2
+    side, e = rng.choice(['left', 'right', 'top']), rng.uniform(0.35, 0.85)
+    nx, ny = b['x'], b['y']
+    if side == 'left': nx = x0 - e*mx
+    elif side == 'right': nx = x1 - b['w'] + e*mx
+    else: ny = y0 - e*my
+    nx, ny = round(nx), round(ny)
+    tip = b.get('tip'); ntip = (tip[0] + nx - b['x'], tip[1] + ny - b['y']) if tip else None
+    occ = (nx, ny, nx + b['w'], max(ny + b['h'], ntip[1] if ntip else 0))
+    if any(_hit(occ, o, 2) for o in others): return False
+    b.update(x=nx, y=ny, tip=ntip, inner=inner, clip=inner if rng.random() < clip else None)   # clipped by the frame, or over it
+    return True
+
+def _restyle(rng, bs, inner, avoid, broken, tinted):
+    "Speech balloons of one panel: some tinted, some broken into the frame"
+    for k, b in enumerate(bs):
+        if b['kind'] != 'dialogue': continue
+        if rng.random() < tinted: b['style'] = dict(b['style'], fill=rng.choice(SPEECH_TINTS))
+        if rng.random() < broken:
+            others = avoid + [(q['x'], q['y'], q['x'] + q['w'], max(q['y'] + q['h'], q['tip'][1] if q['tip'] else 0))
+                              for j, q in enumerate(bs) if j != k]
+            break_frame(rng, b, inner, others)
 
 # %% ../nbs/33a_kinds_train.ipynb #1de933bb
-def styled_page(seed:int=0, size:tuple=(1000, 1500), rtl:bool=False, layout:str|None=None, grain:int=6)->tuple:
+def _visible(b, W, H)->dict:
+    "The part of an item's box inside its panel (a balloon broken into the frame) and the page"
+    x0, y0, x1, y1 = b['x'], b['y'], b['x'] + b['w'], b['y'] + b['h']
+    c = b.get('inner')
+    if c: x0, y0, x1, y1 = max(x0, c[0]), max(y0, c[1]), min(x1, c[2]), min(y1, c[3])
+    x0, y0, x1, y1 = max(0, x0), max(0, y0), min(W, x1), min(H, y1)
+    return dict(x=int(x0), y=int(y0), w=int(x1 - x0), h=int(y1 - y0))
+
+def styled_page(seed:int=0, size:tuple=(1000, 1500), rtl:bool=False, layout:str|None=None, grain:int=6,
+                broken:float=0.3, # share of speech balloons run into the panel's frame (`break_frame`)
+                tinted:float=0.15 # share of speech balloons with a grey or pale fill
+               )->tuple:
     "A synthetic story page whose balloons, captions and sound effects take every look of `comix.synth_art`; (image, truth)"
     rng, (W, H), gray = random.Random(seed), size, rtl
     g = make_layout(rng, layout or rng.choice(LAYOUTS), W, H)
@@ -23,6 +64,7 @@ def styled_page(seed:int=0, size:tuple=(1000, 1500), rtl:bool=False, layout:str|
     for i, p in enumerate(g['panels']):
         avoid = [(q['x'], q['y'], q['x'] + q['w'], q['y'] + q['h']) for c, q in enumerate(g['panels']) if [c, i] in g['insets']]
         bs = place_balloons(rng, p, g['border'], fs, rng.choice([1, 1, 2, 2, 3]), avoid, styled=True, gray=gray)
+        bw = g['border']; _restyle(rng, bs, (p['x'] + bw, p['y'] + bw, p['x'] + p['w'] - bw, p['y'] + p['h'] - bw), avoid, broken, tinted)
         items += [dict(b, panel=i, order=k) for k, b in enumerate(bs)]
         if rng.random() < 0.35:
             s = make_sfx(rng, round(H*rng.uniform(0.03, 0.06)), gray)
@@ -33,20 +75,25 @@ def styled_page(seed:int=0, size:tuple=(1000, 1500), rtl:bool=False, layout:str|
                 if not any(_hit((x, y, x + s['w'], y + s['h']), t, 4) for t in taken): items.append(dict(s, x=x, y=y, panel=i, order=len(bs))); break
     if rtl:
         for p in g['panels']: p['x'] = W - p['x'] - p['w']
-        for b in items: b['x'] = W - b['x'] - b['w']; b['tip'] = (W - b['tip'][0], b['tip'][1]) if b.get('tip') else None
+        for b in items:
+            b['x'] = W - b['x'] - b['w']; b['tip'] = (W - b['tip'][0], b['tip'][1]) if b.get('tip') else None
+            for key in ('clip', 'inner'):
+                if b.get(key): c = b[key]; b[key] = (W - c[2], c[1], W - c[0], c[3])
     for b in items:
         b['line_boxes'] = ([dict(text=b['lines'][0], x=b['x'], y=b['y'], w=b['w'], h=b['h'])] if b['kind'] == 'sfx' else
                            line_boxes(b['lines'], comic_font(b['fs']), b['x'] + b['w']/2, b['y'] + b['h']/2))
     img = render_page(dict(g, items=[]), W, H, rng, gray, grain=0)
     for p in g['panels']:
         if rng.random() < 0.3: img.paste(ink_art(rng, p['w'] - 2*g['border'], p['h'] - 2*g['border']), (p['x'] + g['border'], p['y'] + g['border']))
-    for b in items: draw_balloon(img, b)
+    for b in items:
+        if b.get('clip'): tmp = img.copy(); draw_balloon(tmp, b); c = tuple(int(v) for v in b['clip']); img.paste(tmp.crop(c), c[:2])
+        else: draw_balloon(img, b)
     if grain:
         ox, oy = rng.randrange(64), rng.randrange(64)
         img = ImageChops.add(img, grain_image(W + 64, H + 64, grain).crop((ox, oy, ox + W, oy + H)), offset=-grain)
     truth = dict(width=W, height=H, rtl=rtl, panels=[{k: int(p[k]) for k in 'xywh'} for p in g['panels']],
                  balloons=[dict(kind=b['kind'], style=(b.get('style') or {}).get('shape'), panel=b['panel'], order=b['order'],
-                                x=int(b['x']), y=int(b['y']), w=int(b['w']), h=int(b['h']), text=' '.join(b['lines']),
+                                broken=bool(b.get('inner')) or None, **_visible(b, W, H), text=' '.join(b['lines']),
                                 lines=[{k: (v if k == 'text' else int(v)) for k, v in L.items()} for L in b['line_boxes']]) for b in items])
     return img, truth
 

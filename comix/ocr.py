@@ -11,6 +11,7 @@ from pathlib import Path
 import cv2, numpy as np
 from PIL import Image
 from .paths import real_data_dir
+from .kinds import in_box
 
 # %% auto #0
 __all__ = ['COMIC_WORDS', 'TO_DIGIT', 'TO_LETTER', 'NEAR_SPACE', 'SHORT_WORDS', 'DEVICES', 'INT8_RECIPE', 'OCR_ENGINES',
@@ -203,14 +204,16 @@ def _case(text):
     return up, low
 
 def lettering_only(lines:list,          # OCR lines of one page
+                   image=None,          # the page (PIL, path or array); given: keep lower-case lines in caption boxes
                    min_caps:float=0.6   # share of all-caps lines that makes a page "lettered in capitals"
                   )->list:
-    "On a page lettered in capitals, the lines that are not mostly lower case"
+    "On a page lettered in capitals, the lines that are not mostly lower case (or sit in a caption box)"
     cased = [_case(L['text']) for L in lines]
     has = [u + l > 0 for u, l in cased]
     caps = sum(1 for (u, l), h in zip(cased, has) if h and l == 0)
     if not any(has) or caps / sum(has) < min_caps: return lines
-    return [L for L, (u, l) in zip(lines, cased) if l <= u]
+    keep = lambda L: image is not None and in_box(image, L)
+    return [L for L, (u, l) in zip(lines, cased) if l <= u or keep(L)]
 
 # %% ../nbs/31_ocr.ipynb #6e3d622f
 def to_bgr(image)->np.ndarray:
@@ -432,7 +435,7 @@ def _call(self:RapidOCRBackend, image)->list[dict]:
     for box, (text, score) in zip(boxes, recs):
         text = clean_text(text, self.lex, self.latin)
         if score >= self.min_score and is_text(text, score): lines.append(make_line(text, score, box))
-    lines = lettering_only(lines) if self.caps_filter else lines
+    lines = lettering_only(lines, img) if self.caps_filter else lines
     self.timings.update(decode=t1 - t0, detect=t2 - t1, crop=t3 - t2, recognise=t4 - t3, clean=time.perf_counter() - t4, pages=1)
     return lines
 

@@ -89,10 +89,17 @@ def run_pipeline(out,                    # the output folder
     cfg['out'] = os.path.abspath(os.fspath(out)) if '://' not in os.fspath(out) else os.fspath(out)
     todo = [s for s in STEPS if (steps is None or s.name in steps) and s.name not in skip]
     res, t0 = [], time.perf_counter()
-    for s in todo:
-        extra = [a for n, r in cfg['sources'].items() for a in ('--source', f'{n}={r}')] if s.name == 'extract' else []
-        res.append(r := _run_step(s, out, cfg, dict(progress=progress, show=show, **run_kw), extra))
-        if show: print(f'pipeline: {s.name}: {r.status}{" (" + r.message.splitlines()[-1] + ")" if r.message else ""}')
+    ex = run_kw.get('executor')
+    if isinstance(ex, str) and ex != 'local':      # one cluster for every step, not one per step
+        from comix.stage import make_executor
+        run_kw['executor'] = make_executor(ex, run_kw.get('workers') or 2, **({'scheduler': run_kw.pop('scheduler')} if 'scheduler' in run_kw else {}))
+    try:
+        for s in todo:
+            extra = [a for n, r in cfg['sources'].items() for a in ('--source', f'{n}={r}')] if s.name == 'extract' else []
+            res.append(r := _run_step(s, out, cfg, dict(progress=progress, show=show, **run_kw), extra))
+            if show: print(f'pipeline: {s.name}: {r.status}{" (" + r.message.splitlines()[-1] + ")" if r.message else ""}')
+    finally:
+        if run_kw.get('executor') is not ex: run_kw['executor'].close()
     if report: write_report(out, res, cfg, time.perf_counter() - t0)
     return res
 

@@ -12,7 +12,7 @@ from fastcore.basics import patch
 from .paths import Layout, ConfigError, atomic_write_json, exists, read_text
 from .stage import Stage, Done, Section, run_stage, stage_main, add_reasons, box_problems, valid_boxes, page_hashes
 from .ocr import make_line, make_backend
-from .kinds import group_kinds, load_kinds_model
+from .kinds import group_kinds, load_kinds_model, split_by_container
 from .panels import reading_order as panel_order
 
 # %% auto #0
@@ -86,10 +86,14 @@ def assign_text(lines:list,             # OCR lines of one page
                 panels:list,            # panel boxes, index = panel_index
                 panel_order:list|None=None, # panel reading-order rank per panel (default: list order)
                 rtl:bool=False,         # manga reading order inside panels
-                min_overlap:float=0.4, gap:float=1.0)->tuple[list, list]:
+                min_overlap:float=0.4, gap:float=1.0,
+                image=None)->tuple[list, list]:  # the page: given, groups whose lines sit in two balloons are split
     "(lines with panel_index, balloon_index, order; balloons with panel_index, box, text, line indices)"
     pan = assign_panels(lines, panels, min_overlap)
     grp = group_balloons(lines, pan, gap)
+    if image is not None and lines:   # touching balloons: `comix.kinds.split_by_container`
+        parts = split_by_container(image, lines, [[i for i, g in enumerate(grp) if g == k] for k in dict.fromkeys(grp)])
+        label = {i: k for k, m in enumerate(parts) for i in m}; grp = [label[i] for i in range(len(lines))]
     rank = dict(enumerate(panel_order if panel_order is not None else range(len(panels))))
     groups = {}
     for i, g in enumerate(grp): groups.setdefault(g, []).append(i)
@@ -136,7 +140,7 @@ def page_text(page_id:str, image, ocr, panels=(), panel_order=None, rtl=False, m
              )->dict:
     "The per-page OCR document: provenance, lines in reading order, balloons with their kind"
     t0 = time.perf_counter()
-    lines, balloons = assign_text(ocr(image), list(panels), panel_order, rtl, min_overlap)
+    lines, balloons = assign_text(ocr(image), list(panels), panel_order, rtl, min_overlap, image=image if kinds else None)
     lines = sorted(lines, key=lambda L: L['order'])
     for i, L in enumerate(lines): L['line_index'] = i
     for b in balloons: b['lines'] = [i for i, L in enumerate(lines) if L['balloon_index'] == b['balloon_index']]
@@ -169,7 +173,10 @@ def cached_lines(doc:dict|None, ocr_key:str)->list|None:
 
 # %% ../nbs/32_text.ipynb #60a61a1b
 @functools.lru_cache(maxsize=1)
-def _kinds_info()->dict: return dict(load_kinds_model().info)
+def _kinds_info()->dict:
+    "What the kinds model is: its info, and a hash of its weights file (so a new model redoes the pages)"
+    from comix.kinds import KINDS_WEIGHTS
+    return dict(load_kinds_model().info, sha=hashlib.sha1(Path(KINDS_WEIGHTS).read_bytes()).hexdigest()[:12])
 
 class TextOcrStage(Stage):
     "OCR lines of every page, assigned to panels and balloons, in reading order"
@@ -180,7 +187,7 @@ class TextOcrStage(Stage):
     def params(self):
         opts = {k: v for k, v in self.ocr_options.items() if k != 'threads' and v is not None}
         return dict(engine=self.engine, options=opts, rtl=self.rtl, min_overlap=self.min_overlap, detector=self.detector,
-                    kinds=_kinds_info().get('weights'), version=2)
+                    kinds=_kinds_info().get('sha'), version=3)
     def _det_path(self, ctx):
         det, _ = load_panels(ctx.out, self.detector) if self.detector is None else (self.detector, None)
         return det and ctx.layout.detect(det)

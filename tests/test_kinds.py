@@ -63,7 +63,7 @@ def test_nyc2123_human_types(real_data):
     ocr, right, total = RapidOCRBackend(threads=1), 0, 0
     for key, path, areas in real_kind_pages('nyc2123', real_data):
         if key not in ('pages/05.jpg', 'pages/06.jpg', 'pages/07.jpg', 'pages/11.jpg'): continue
-        lines, balloons = assign_text(ocr(path), [])
+        lines, balloons = assign_text(ocr(path), [], image=path)
         kinds = group_kinds(path, lines, [b['lines'] for b in balloons])
         per_line = {i: k for b, k in zip(balloons, kinds) for i in b['lines']}
         got = area_kinds(lines, [per_line[i] for i in range(len(lines))], areas)
