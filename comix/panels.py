@@ -36,6 +36,8 @@ class PanelParams:
     line_max:float=0.012       # ... and the line is at most this thick (share of the long side)
     # ... and at least this many times as thick as the cell's own frame lines (two frames back to back)
     line_rel:float=1.8
+    line_gap:int=3             # ... or two frame lines at most this far apart (a hair-thin white line between; px)
+    line_contrast:int=40       # ... and the line darker than the art on either side of it by this much
     rect_keep:float=0.6        # a component is a panel if this share of its box outline is ink (frame or fill)
     # framed components must cover this share of their cell, else the cell is one frameless panel
     cover_frac:float=0.6
@@ -168,23 +170,46 @@ def best_cut(I, m, box, p:PanelParams, g:dict):
     if best is None and p.line_cuts: best = _line_cut(box, p, g)
     return best and best[:3]
 
+def _contrast(a, box, axis, s, t, d=3):
+    "How much darker lines s..t of `box` are than the lines `d` px beyond them, on the darker side (medians of the max channel)"
+    x0, y0, x1, y1 = box; n = (y1-y0) if axis == 0 else (x1-x0)
+    strip = (lambda u, v: a[y0+u:y0+v, x0:x1]) if axis == 0 else (lambda u, v: a[y0:y1, x0+u:x0+v])
+    med = lambda u, v: float(np.median(strip(max(0, u), min(n, v)).max(-1)))
+    return min(med(s-d-1, s-d), med(t+d, t+d+1)) - med(s, t)
+
+def _separators(prof, full, other, fw, p, g):
+    "Runs of full-length dark lines across a cell that part two panels: (start, stop, middle) of each"
+    groups, n, out = [], len(full), []
+    for s, t in _runs(full):         # two frames a hair apart (a thin white line between) are one separator
+        if groups and s - groups[-1][-1][1] <= p.line_gap: groups[-1].append((s, t))
+        else: groups.append([(s, t)])
+    for grp in groups[1:-1]:         # the first and the last are the cell's own frames
+        s, t = grp[0][0], grp[-1][1]
+        if len(grp) > 2 or t - s > g['line'] + p.line_gap or s < 2 or t > n - 2: continue
+        if prof[s-2] >= 0.9*other or prof[t+1] >= 0.9*other: continue
+        if len(grp) == 1 and t - s < max(3, p.line_rel*fw - 1): continue              # one line: a doubled frame
+        if len(grp) == 2 and max(b - a for a, b in grp) > 2*fw + 1: continue         # two lines: single frames
+        out.append((s, t, (grp[0][1] + grp[1][0]) // 2 if len(grp) == 2 else (s + t) // 2))
+    return out
+
 def _line_cut(box, p, g):
-    "A thin dark line right across `box` between two panels that touch (no gutter): (axis, stop, start, 0) halves overlap on it"
+    "A separator right across `box` between panels that touch (no gutter), as (axis, mid, mid, 0): each keeps its frame"
     x0, y0, x1, y1 = box
     # once a page, when first needed
     if 'dark' not in g: g['dark'] = cv2.integral(cv2.inRange(g['a'], (0, 0, 0), (p.line_dark-1,)*3) // 255)
-    profs = _profiles(g['dark'], box)
-    for axis, prof, other in zip((0, 1), profs, (x1-x0, y1-y0)):
-        full = prof >= 0.97*other; n = len(prof)
-        # the cell itself must be framed by such lines
-        if not (full[:g['line']].any() and full[-g['line']:].any()): continue
-        runs = _runs(full)
-        fw = min(runs[0][1] - runs[0][0], runs[-1][1] - runs[-1][0])   # thickness of the cell's own frame
-        for s, t in runs:
-            if t - s > g['line'] or t - s < max(g['mg'], p.line_rel*fw) or s < 2 or t > n - 2 or prof[s-2] >= 0.9*other or prof[t+1] >= 0.9*other: continue
-            lo, hi = _halves(box, axis, t, s)
-            if _inked(g['I'], lo, g['minw'], g['minh']) and _inked(g['I'], hi, g['minw'], g['minh']): return (axis, t, s, 0)
-    return None
+    profs, sizes = _profiles(g['dark'], box), (x1-x0, y1-y0)
+    full = [profs[k] >= 0.97*sizes[k] for k in (0, 1)]; runs = [_runs(f) for f in full]
+    # thickness of one frame line: the median of the cell's own frames, both ways
+    ends = [t-s for k in (0, 1) for s, t in runs[k][:1] + runs[k][-1:] if s < g['line'] or t > len(full[k]) - g['line']]
+    if not ends: return None
+    fw, best = float(np.median(ends)), None
+    for axis in (0, 1):
+        if not (full[axis][:g['line']].any() and full[axis][-g['line']:].any()): continue   # a framed cell
+        for s, t, mid in _separators(profs[axis], full[axis], sizes[axis], fw, p, g):
+            if _contrast(g['a'], box, axis, s, t) < p.line_contrast or (best and t - s <= best[1]): continue
+            lo, hi = _halves(box, axis, mid, mid)
+            if _inked(g['I'], lo, g['minw'], g['minh']) and _inked(g['I'], hi, g['minw'], g['minh']): best = ((axis, mid, mid, 0), t - s)
+    return best and best[0]
 
 # %% ../nbs/20a_panels.ipynb #329919a2
 def xy_cells(I, m, box, p:PanelParams, g:dict, depth:int=0)->list:
@@ -330,6 +355,26 @@ def frame_evidence(a, m, solid, p:PanelParams)->dict:
     mm = m & (1 - sep)                      # the backing asks for the outside gutter itself: thick art outlines are
     return dict(k=k, m=mm, S=side_maps(mm, k), IO=cv2.integral((1 - solid).astype(np.uint8)))    # no gutter
 
+def _lift(b, closed, solid, w, h, p, g, pad:int=2)->list:
+    "Box `b` cut again with each closed frame inside it lifted off: the panels it lay over and had joined, then the frame"
+    for c in closed:
+        if _inter(b, c) < 0.9*_area(c) or _area(c) > 0.7*_area(b): continue
+        # under the frame: gutter for the ink profiles, ink for the straight edges beside a gutter (they run under it)
+        S, M = solid.copy(), solid.copy(); win = (slice(max(0, c[1]-pad), c[3]+pad), slice(max(0, c[0]-pad), c[2]+pad))
+        S[win] = 0; M[win] = 1
+        g2 = dict(g, I=cv2.integral(S)); g2.pop('dark', None)
+        cells = [x for x in xy_cells(g2['I'], M, b, p, g2) if _big(x, w, h, p)]
+        if len(cells) >= 2 and straddlers([c], cells): return cells + [tuple(c[:4])]
+    return [b]
+
+def _lifted(res, ins, closed, solid, w, h, p, g)->tuple:
+    "Boxes with the frames drawn over two panels lifted off (`_lift`), and those frames"
+    out, lifted = [], []
+    for b in res:
+        parts = _lift(b, closed, solid, w, h, p, g) if not any(_inter(b, q) > 0.1*_area(q) for q in ins) else [b]
+        out += parts[:-1] if len(parts) > 1 else parts; lifted += parts[-1:] if len(parts) > 1 else []
+    return out, lifted
+
 def _split(b, fr, I, solid, lab, st, w, h, p, g, quads):
     "Box `b` split by its frame rectangles (20d_frames), each part cut again along its own gutters"
     parts = split_box(fr['m'], tuple(int(v) for v in b), p, fr['S'], fr['IO'], p.frame_smin, p.frame_smean, p.frame_backing)
@@ -359,12 +404,13 @@ def _panels(a, p:PanelParams, depth:int=0)->tuple:
         ins = [q for b in res for hh in hss for q in find_insets(hh, b, w, h, p)]
     fr = frame_evidence(a, m, solid, p) if p.frames or p.overlays else None
     closed = closed_frames(a, p, fr['k']) if p.overlays else []
+    res, lifted = _lifted(res, ins, closed, solid, w, h, p, g) if closed else (res, [])
     fl = [res[i] for i in _floaters(np.array([[x0, y0, x1-x0, y1-y0] for x0, y0, x1, y1 in res], float))] if len(res) > 1 else []
     # a box with a panel drawn over it is not split round that panel
-    over = ins + fl + straddlers(closed, res)
+    over = ins + fl + straddlers(closed, res) + lifted
     if p.frames: res = [r for b in res for r in (_split(b, fr, I, solid, lab, st, w, h, p, g, quads)
                                                  if not any(f is not b and _inter(b, f) > 0.1*_area(f) for f in over) else [b])]
-    res += ins
+    res += ins + lifted
     res += [c for c in straddlers(closed, res) if not any(_iou(c, b) > 0.7 for b in res)]
     return res, dict(colour=col, share=share, ink=m, solid=solid, cells=cells, quads=quads, frames=fr)
 
