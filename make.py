@@ -6,7 +6,8 @@
 
 Both create the project's virtual environment `.venv` with the README's install (`pip install -e ".[dev]"`) the
 first time, and reuse it afterwards; it is installed again only when `settings.ini` or `setup.py` change.
-`python3 make.py install` does only that step.
+`python3 make.py install` does only that step; `python3 make.py readme` writes README.md from nbs/index.ipynb (the
+docs workflow's `nbdev_readme` needs Quarto).
 """
 import hashlib, os, subprocess, sys, venv
 from pathlib import Path
@@ -60,9 +61,25 @@ def sample(out='sample-out'):
     "The whole pipeline on the bundled sample library"
     sh(exe('comix'), 'pipeline', '--out', out)
 
+def readme():
+    "README.md from nbs/index.ipynb: markdown cells as they are, code cells as Python blocks, doc links to notebooks"
+    import json, re
+    nbs = {re.sub(r'^\d+[a-z]?_', '', f.stem): f.name for f in (ROOT/'nbs').glob('*.ipynb')}
+    link = lambda m: f"](nbs/{nbs[m[1]]}{m[2] or ''})" if m[1] in nbs else m[0]
+    out = ['<!-- Written from nbs/index.ipynb by `python3 make.py readme`; edit the notebook, not this file. -->', '']
+    for c in json.loads((ROOT/'nbs'/'index.ipynb').read_text())['cells']:
+        src = ''.join(c['source']).strip()
+        if not src or src.startswith('#|'): continue
+        if c['cell_type'] == 'markdown': out.append(re.sub(r'\]\(([\w-]+)\.html(#[\w-]+)?\)', link, src.replace('```{mermaid}', '```mermaid')))
+        else: out.append(f'```python\n{src}\n```')
+        out.append('')
+    (ROOT/'README.md').write_text('\n'.join(out))
+    print('wrote README.md')
+
 if __name__ == '__main__':
     what = sys.argv[1] if len(sys.argv) > 1 else 'help'
-    if what not in ('install', 'test', 'sample'): print(__doc__); sys.exit(0 if what == 'help' else 2)
+    if what not in ('install', 'test', 'sample', 'readme'): print(__doc__); sys.exit(0 if what == 'help' else 2)
+    if what == 'readme': readme(); sys.exit(0)
     install()
     if what == 'test': test()
     if what == 'sample': sample(*sys.argv[2:3])

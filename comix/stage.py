@@ -234,7 +234,9 @@ def _audits(parts:Parts, tries:int=5)->tuple:
             a = _read(s + '.audit.parquet')
             if a is None: break
             got.append((s, a))
-        else: return _read(parts.audit_path), got
+        else:
+            base = _read(parts.audit_path)   # a base audit whose table was deleted vouches for rows that are gone:
+            return (None if base is not None and not _exists(parts.table_path) else base), got   # its units are redone
     raise RuntimeError(f'parts of {parts.table_path} keep changing while read; is a merge looping?')
 
 @patch_to(Parts)

@@ -15,10 +15,14 @@ from .synth_art import (WORDS, LAYOUTS, PAPERS, comic_font, text_bbox, draw_text
                               panel_art, place_balloons, _col, _hit)
 
 # %% auto #0
-__all__ = ['AD_HEADLINES', 'ROLES', 'PAGE_BUILDERS', 'PAGE_TYPES', 'SFX_WORDS', 'CONTAINERS', 'prose_lines', 'add_sfx',
-           'grain_image', 'spine_shadow', 'render_page', 'synth_page', 'draw_truth', 'check_truth', 'book_page_types',
+__all__ = ['AD_HEADLINES', 'ROLES', 'PAGE_BUILDERS', 'PAGE_TYPES', 'SFX_WORDS', 'AD_HEADS', 'AD_PHRASES', 'AD_VERBS', 'COUPON',
+           'COMPANIES', 'CITIES', 'PROSE_WHO', 'PROSE_DID', 'PROSE_WHAT', 'PROSE_WHEN', 'SAYS', 'LETTER_OPEN',
+           'LETTER_BODY', 'INKS', 'PRINT_PAPERS', 'PSS_CLASSES', 'CONTAINERS', 'STORY_LENGTHS', 'AD_KINDS',
+           'prose_lines', 'add_sfx', 'grain_image', 'spine_shadow', 'render_page', 'synth_page', 'draw_truth',
+           'check_truth', 'ad_copy', 'ad_address', 'prose_sentences', 'letters_text', 'wrap_words', 'logo_item',
+           'text_block', 'photo_art', 'story_title', 'line_work', 'duotone', 'age_print', 'book_page_types',
            'comicinfo_xml', 'container_of', 'pack', 'pdf_bytes', 'epub_files', 'write_book', 'synth_book',
-           'synth_library']
+           'synth_library', 'pss_page_types', 'from_cosmo', 'synth_pss_book']
 
 # %% ../nbs/05_synth.ipynb #4c86031f
 def _story(rng, W, H, layout, gray, text, title):
@@ -155,6 +159,7 @@ def _mirror(g:dict, W:int):
     for p in g['panels']: p['x'] = W - p['x'] - p['w']
     for b in g['items']:
         b['x'] = W - b['x'] - b['w']
+        for L in b.get('line_boxes', []): L['x'] = W - L['x'] - L['w']
         if b.get('tip'): b['tip'] = (W - b['tip'][0], b['tip'][1])
 
 def _frame(d, p, bw, W, H, ink=(0, 0, 0)):
@@ -165,6 +170,14 @@ def _frame(d, p, bw, W, H, ink=(0, 0, 0)):
 
 def _draw_item(img, d, b, ink=(0, 0, 0)):
     x, y, w, h, lw = b['x'], b['y'], b['w'], b['h'], max(1, round(b['fs']/12))
+    if b.get('sw') and b['kind'] == 'title':  # outlined lettering: story titles, logos
+        for L in b['line_boxes']:
+            l, t, _, _ = comic_font(b['fs']).getbbox(L['text'], stroke_width=b['sw'])
+            d.text((L['x']-l, L['y']-t), L['text'], font=comic_font(b['fs']), fill=b['fill'], stroke_width=b['sw'], stroke_fill=ink)
+        return
+    if b.get('dash'):  # a coupon's dashed border
+        for x0 in range(x, x+w, 3*lw+3): d.line([(x0, y), (min(x0+2*lw+1, x+w-1), y)], fill=ink, width=lw); d.line([(x0, y+h-1), (min(x0+2*lw+1, x+w-1), y+h-1)], fill=ink, width=lw)
+        for y0 in range(y, y+h, 3*lw+3): d.line([(x, y0), (x, min(y0+2*lw+1, y+h-1))], fill=ink, width=lw); d.line([(x+w-1, y0), (x+w-1, min(y0+2*lw+1, y+h-1))], fill=ink, width=lw)
     if b['kind'] == 'sfx':
         l, t, _, _ = comic_font(b['fs']).getbbox(b['lines'][0], stroke_width=b['sw'])
         return d.text((x-l, y-t), b['lines'][0], font=comic_font(b['fs']), fill=b['fill'], stroke_width=b['sw'], stroke_fill=ink)
@@ -201,8 +214,9 @@ def render_page(g:dict, W:int, H:int, rng, gray:bool=False, grain:int=6)->Image.
     for i, p in enumerate(g['panels']):
         if i in children:
             e = max(2, g['border']*2); d.rectangle([p['x']-e, p['y']-e, p['x']+p['w']-1+e, p['y']+p['h']-1+e], fill=(255, 255, 255))
-        img.paste(panel_art(rng, p['w'], p['h'], gray), (p['x'], p['y']))
+        img.paste(g.get('art', panel_art)(rng, p['w'], p['h'], gray), (p['x'], p['y']))
         if g['border'] or i in children: _frame(d, p, max(g['border'], 1), W, H)
+    if g.get('line_work'): line_work(img, random.Random(rng.random()), g['panels'], g['line_work'])  # aged pages: pen strokes
     for b in g['items']: _draw_item(img, d, b)
     if rng.random() < 0.3: img = spine_shadow(img, rng.random() < 0.5, rng.uniform(0.03, 0.08), rng.uniform(0.7, 0.9))
     if grain:
@@ -224,7 +238,8 @@ def synth_page(seed:int=0,              # same seed, same page
                gray:bool|None=None,     # grey art; None: same as rtl
                title:str|None=None,     # cover title
                grain:int=6,             # amplitude of the paper grain noise (0: none)
-               sfx:bool=False           # add sound effects (kind 'sfx') to some story panels
+               sfx:bool=False,          # add sound effects (kind 'sfx') to some story panels
+               aged:float=0.0           # 0..1: strength of the old-newsprint look (`age_print`)
               )->tuple[Image.Image, dict]:
     "A synthetic comic page and its exact truth"
     if page_type not in PAGE_BUILDERS: raise ValueError(f'unknown page_type {page_type!r}; expected one of {list(PAGE_BUILDERS)}')
@@ -235,7 +250,10 @@ def synth_page(seed:int=0,              # same seed, same page
     for b in g['items']:
         if b['kind'] == 'sfx': b['line_boxes'] = [dict(text=b['lines'][0], x=b['x'], y=b['y'], w=b['w'], h=b['h'])]
         if 'line_boxes' not in b: b['line_boxes'] = line_boxes(b['lines'], comic_font(b['fs']), b['x'] + b['w']/2, b['y'] + b['h']/2)
+    if aged and 'art' not in g: g['line_work'] = aged
     img = render_page(g, W, H, rng, gray, grain)
+    if g.get('duotone'): img = duotone(img, g['duotone'], g['bg'])
+    if aged: img = age_print(img, random.Random(f'aged-{seed}'), aged)
     truth = dict(width=W, height=H, layout=g['layout'], rtl=bool(rtl), page_type=page_type,
                  panels=[{k: int(p[k]) for k in 'xywh'} for p in g['panels']], insets=[list(t) for t in g['insets']],
                  balloons=[_truth_item(b) for b in g['items']])
@@ -278,6 +296,350 @@ def check_truth(t:dict)->list[str]:
         if sorted(b['order'] for b in t['balloons'] if b['panel'] == pi) != list(range(sum(b['panel'] == pi for b in t['balloons']))):
             bad.append(f'orders in panel {pi} are not 0..n-1')
     return bad
+
+# %% ../nbs/05_synth.ipynb #3a556899
+AD_HEADS = ['AMAZING NEW INVENTION', 'BE A MAN OF MIGHT', 'LOOK SLIMMER FEEL YOUNGER', 'EARN BIG MONEY', 'FREE CATALOG',
+            'SEND NO MONEY', 'MAIL COUPON TODAY', '10 DAY FREE TRIAL', 'BOYS! GIRLS!', 'WIN CASH PRIZES', 'GROW TALLER',
+            'LEARN TO DRAW', 'BUY SAVINGS BONDS', 'RUSH THIS COUPON', 'SELL SEEDS EARN PRIZES', 'HUNDREDS OF STAMPS FREE',
+            'MAGIC TRICKS', 'BIG MONEY IN TV', 'SEE THROUGH WALLS', 'STOP BAD BREATH', 'NEW MODEL TELESCOPE', 'ACNE? PIMPLES?']
+AD_PHRASES = ['You can {v} at home in your spare time.', 'Now you can {v} in just 15 minutes a day!', 'Thousands have learned to {v}.',
+              'Send only ${p} cash, check or money order.', 'Satisfaction guaranteed or your money back!', 'Order now while supply lasts.',
+              'Write today for our free illustrated booklet.', 'Pay postman ${p} plus postage on arrival.', 'Not sold in stores.',
+              'Try it 10 days at our risk.', 'Complete with instructions, only ${p}.', 'Rush your name and address today!',
+              'Shipped in plain wrapper.', 'Act now and get a free gift with every order.', 'Offer good only in U.S.A.',
+              'Every boy and girl can {v}.', 'Amazing results in 7 days or money refunded.', 'Limited time only: ${p} postpaid.']
+AD_VERBS = ['learn to draw', 'build a mighty body', 'earn extra money', 'play the guitar', 'become a detective', 'grow taller',
+            'speak French', 'fix radios and TV sets', 'train your dog', 'win friends', 'lose ugly fat', 'learn magic tricks']
+COUPON = ['NAME', 'ADDRESS', 'CITY ZONE STATE', 'Please rush me the items checked.', 'I enclose ${p}. Send postpaid.', 'AGE']
+COMPANIES = ['Hercules Products', 'Acme Novelty Co.', 'Star Art Studios', 'Johnson Smith Co.', 'Liberty House', 'Mail Order Mart']
+CITIES = ['New York 17, N.Y.', 'Chicago 10, Ill.', 'Racine, Wis.', 'Newark 2, N.J.', 'Detroit 7, Mich.', 'Boston 9, Mass.']
+
+def ad_copy(rng, n:int)->list[str]:
+    "`n` sentences of mail-order ad copy"
+    p = lambda: f'{rng.randint(1, 9)}.{rng.choice(["00", "25", "49", "95", "98"])}'
+    return [rng.choice(AD_PHRASES).format(v=rng.choice(AD_VERBS), p=p()) for _ in range(n)]
+
+def ad_address(rng)->str:
+    "A mail-order address line"
+    return f'{rng.choice(COMPANIES)}, Dept. {rng.randint(1, 99)}{rng.choice("ABCDEFK")}, {rng.randint(10, 999)} {rng.choice(["W.", "E.", ""])} {rng.randint(2, 60)}th St., {rng.choice(CITIES)}'
+
+# %% ../nbs/05_synth.ipynb #4b3174cf
+PROSE_WHO = ['Lieutenant Edwards', 'The old man', 'Carter', 'She', 'He', 'The sergeant', 'Nobody', 'The stranger', 'Ann',
+             'The captain', 'Doctor Blake', 'Johnny', 'The guard', 'They']
+PROSE_DID = ['walked slowly toward', 'turned away from', 'stared at', 'could not forget', 'ran back to', 'whispered about',
+             'waited beside', 'reached for', 'thought again of', 'listened to', 'fired at', 'crept along']
+PROSE_WHAT = ['the farmhouse', 'the dark road', 'the radio', 'the letter', 'the river', 'the window', 'the empty street',
+              'the wreck of the plane', 'the gate', 'his rifle', 'the message', 'the hills beyond the town']
+PROSE_WHEN = ['that night', 'a moment later', 'before dawn', 'without a word', 'for a long time', 'once more',
+              'as the rain began', 'when the shooting stopped', 'in the silence', 'at last']
+SAYS = ['"We have to get out of here," he said.', '"Where is it?" she asked.', '"I don\'t know," said the sergeant.',
+        '"Keep moving!" Carter shouted.', '"It\'s too late now."', '"Listen to me," the old man said quietly.']
+
+def prose_sentences(rng, n:int)->list[str]:
+    "`n` sentences of narrative prose in sentence case"
+    out = []
+    for _ in range(n):
+        if rng.random() < 0.15: out.append(rng.choice(SAYS)); continue
+        s = f'{rng.choice(PROSE_WHO)} {rng.choice(PROSE_DID)} {rng.choice(PROSE_WHAT)}'
+        out.append((f'{s} {rng.choice(PROSE_WHEN)}' if rng.random() < 0.6 else s) + rng.choice('...!.'))
+    return out
+
+LETTER_OPEN = ['Dear Editor,', 'Dear Sirs,', 'To the Editor:', 'Gentlemen:']
+LETTER_BODY = ['I have read every issue of your magazine and I think it is the best on the stands.',
+               'Why not give us more stories like the one in your last issue?', 'The art in this issue was terrific.',
+               'My whole family reads your books every month.', 'Please print more letters from readers.',
+               'I would like to see the hero team up with the captain again.', 'Keep up the good work!']
+
+def letters_text(rng, n:int)->list[str]:
+    "`n` sentences of a letters page: openings, praise, requests, signatures"
+    out = []
+    while len(out) < n:
+        out += [rng.choice(LETTER_OPEN)] + rng.sample(LETTER_BODY, rng.randint(1, 3)) + [f'{rng.choice(PROSE_WHO)}, {rng.choice(CITIES)}']
+    return out[:n]
+
+# %% ../nbs/05_synth.ipynb #f42f77b9
+def wrap_words(sentences:list[str], fs:int, width:int)->list[str]:
+    "Lines of at most `width` px holding the words of `sentences` in order"
+    out, cur, n, sp = [], '', 0, _wlen(fs, ' ')
+    for w in ' '.join(sentences).split():
+        lw = _wlen(fs, w)
+        if cur and n + sp + lw > width: out.append(cur); cur, n = w, lw
+        else: cur, n = (f'{cur} {w}', n + sp + lw) if cur else (w, lw)
+    return out + ([cur] if cur else [])
+
+def logo_item(lines:list[str], fs:int, x:int, y:int, fill, panel, order, sw:int|None=None)->dict:
+    "A title in outlined letters, top-left corner at (x, y); line boxes include the outline"
+    sw = max(1, fs//12) if sw is None else sw; pitch = round(fs*1.05); lb = []
+    for i, t in enumerate(lines):
+        l, tp, r, b = comic_font(fs).getbbox(t, stroke_width=sw)
+        lb.append(dict(text=t, x=int(x), y=int(y + i*pitch), w=int(r-l), h=int(b-tp)))
+    w, h = max(L['w'] for L in lb), lb[-1]['y'] + lb[-1]['h'] - y
+    return dict(kind='title', x=int(x), y=int(y), w=int(w), h=int(h), fs=fs, sw=sw, lines=lines, line_boxes=lb, fill=fill,
+                panel=panel, order=order, tip=None)
+
+def text_block(lines:list[str], fs:int, x:int, y:int, panel, order, pitch:float=1.3, fill=None, kind='text')->dict:
+    "Left-aligned lines of small copy with their top-left corner at (x, y)"
+    p = round(fs*pitch)
+    lb = [dict(text=t, x=int(x), y=int(y + i*p), w=int(r-l), h=int(b-tp)) for i, t in enumerate(lines) for l, tp, r, b in [text_bbox(fs, t)]]
+    return dict(kind=kind, x=int(x), y=int(y), w=max(L['w'] for L in lb), h=lb[-1]['y'] + lb[-1]['h'] - int(y), fs=fs, lines=lines,
+                line_boxes=lb, fill=fill, panel=panel, order=order, tip=None)
+
+# %% ../nbs/05_synth.ipynb #22de03b9
+def photo_art(rng, w:int, h:int, gray:bool=False)->Image.Image:
+    "A photo-like image of size (w, h): smooth tones, a lit subject, fine grain"
+    from PIL import ImageFilter
+    g = np.random.default_rng(rng.randrange(1 << 30))
+    base = g.uniform(40, 220, (4, 3, 1 if gray else 3)).astype(np.uint8)
+    im = Image.fromarray(base.squeeze(-1) if gray else base).resize((w, h), Image.BICUBIC).convert('RGB')
+    d = ImageDraw.Draw(im); cx, cy, r = w*rng.uniform(0.3, 0.7), h*rng.uniform(0.35, 0.7), min(w, h)*rng.uniform(0.15, 0.35)
+    d.ellipse([cx-r, cy-1.3*r, cx+r, cy+1.3*r], fill=_col(rng, gray, 150, 250))
+    return im.filter(ImageFilter.GaussianBlur(max(1, min(w, h)/25)))
+
+# %% ../nbs/05_synth.ipynb #ef7f408a
+def _dense_story(rng, W, H, layout, gray, text, title):
+    L = make_layout(rng, layout, W, H); fs = max(6, round(H*rng.uniform(0.010, 0.013))); ps = L['panels']
+    avoid = {p: [(ps[c]['x']-fs, ps[c]['y']-fs, ps[c]['x']+ps[c]['w']+fs, ps[c]['y']+ps[c]['h']+fs)] for c, p in L['insets']}
+    g = dict(L, items=_balloons_in(rng, ps, L['border'], fs, skip={c for c, _ in L['insets']}, avoid=avoid, dense=True) if text else [],
+             layout=layout, mirror=True)
+    if text: g['items'] += add_sfx(rng, g, H, gray, p=0.25)
+    return g
+
+# %% ../nbs/05_synth.ipynb #28c484ad
+def story_title(rng)->str:
+    "A story title in capitals"
+    w = lambda: rng.choice(WORDS)
+    return rng.choice([f'THE {w()} {w()}', f'{w()} {w()}!', f'{w()} OF THE {w()}', f'OPERATION {w()}', f'{w()} {w()}'])
+
+def _fit_logo(rng, title, W, fs, H=None):
+    "Split `title` into 1-2 lines that fit width W (and height H), shrinking the font until they do"
+    ws = title.split(); lines = [title]
+    while fs > 10:
+        lines = [title] if len(ws) < 3 or comic_font(fs).getlength(title) < W else [' '.join(ws[:len(ws)//2]), ' '.join(ws[len(ws)//2:])]
+        if max(comic_font(fs).getbbox(t, stroke_width=max(1, fs//12))[2] for t in lines) < W and (H is None or fs*1.1*len(lines) < H): break
+        fs = round(fs*0.9)
+    return lines, fs
+
+def _balloons_in(rng, ps, border, fs, skip=(), avoid=None, first_order=None, dense:bool=False):
+    "Balloons for every panel not in `skip` (more of them when `dense`); `avoid[i]` boxes to keep clear in panel i"
+    items = []
+    for i, p in enumerate(ps):
+        if i in skip: continue
+        n = rng.choice([1, 2, 3, 3, 4, 4] if dense else [0, 1, 1, 2, 2, 3])
+        k0 = (first_order or {}).get(i, 0)
+        items += [dict(b, panel=i, order=k0 + k, fill=(255, 255, 255)) for k, b in enumerate(place_balloons(rng, p, border, fs, n, (avoid or {}).get(i, ())))]
+    return items
+
+# %% ../nbs/05_synth.ipynb #9e6edc2b
+def _first_page(rng, W, H, layout, gray, text, title):
+    s, kind = min(W, H), rng.choices(['banner', 'splash_top', 'full'], [0.35, 0.45, 0.2])[0]
+    m = round(s*rng.uniform(0.04, 0.06)); fs = max(7, round(H*rng.uniform(0.012, 0.016)))
+    if kind == 'full': L = make_layout(rng, 'splash', W, H); L['insets'] = []; L['panels'] = L['panels'][:1]
+    else:
+        top = round(H*rng.uniform(0.15, 0.22)) if kind == 'banner' else round(H*rng.uniform(0.42, 0.58))
+        L = make_layout(rng, rng.choice(['grid', 'irregular', 'borderless']), W, H - top); L['insets'] = []
+        L['panels'] = [dict(p, y=p['y'] + top - m//2) for p in L['panels']]
+        L['panels'] = [p for p in L['panels'] if p['y'] + p['h'] <= H]
+        if kind == 'splash_top': L['panels'].insert(0, dict(x=m, y=m, w=W-2*m, h=top - m - m//2 - 2))
+    ps, items = L['panels'], []
+    if text:
+        box = ps[0] if kind != 'banner' else dict(x=m, y=m//2, w=W-2*m, h=L['panels'][0]['y'] - m)
+        pan = None if kind == 'banner' else 0; pad = max(3, L['border']*3)
+        lines, lfs = _fit_logo(rng, story_title(rng), box['w'] - 2*pad, round(H*rng.uniform(0.05, 0.09)), box['h']*0.6)
+        lg = logo_item(lines, lfs, box['x'] + pad, box['y'] + pad, _col(rng, gray, 120, 255), pan, 0)
+        if lg['y'] + lg['h'] < box['y'] + box['h'] - pad: items.append(lg)
+        y = (items[-1]['y'] + items[-1]['h'] + pad) if items else box['y'] + pad
+        cap = wrap_words(prose_sentences(rng, rng.randint(1, 3)), fs, round(box['w']*rng.uniform(0.4, 0.6)))
+        cb = text_block([t.upper() for t in cap], fs, box['x'] + pad + fs//2, y + fs//2, pan, len(items), fill=(255, 240, 170), kind='caption')
+        cb.update(x=cb['x'] - fs//2, y=cb['y'] - fs//2, w=cb['w'] + fs, h=cb['h'] + fs)
+        if rng.random() < 0.75 and cb['y'] + cb['h'] < box['y'] + box['h'] - pad and cb['x'] + cb['w'] < box['x'] + box['w']: items.append(cb)
+        avoid = {0: [(q['x']-fs, q['y']-fs, q['x']+q['w']+fs, q['y']+q['h']+fs) for q in items]} if pan == 0 else {}
+        items += _balloons_in(rng, ps, L['border'], fs, avoid=avoid, first_order={0: len(items)} if pan == 0 else None, dense=True)
+    return dict(L, items=items, layout='first', mirror=True)
+
+# %% ../nbs/05_synth.ipynb #acfd9604
+def _pinup(rng, W, H, layout, gray, text, title):
+    m = 0 if rng.random() < 0.5 else round(min(W, H)*rng.uniform(0.03, 0.06)); fs = max(8, round(H*0.03))
+    p = dict(x=m, y=m, w=W-2*m, h=H-2*m); items = []
+    if text and rng.random() < 0.6:
+        b = _box_item('title', [rng.choice(WORDS) + ' ' + rng.choice(WORDS)], fs, W/2, 0, (255, 255, 255), 0, 0)
+        b['y'] = p['y'] + p['h'] - b['h'] - 2*fs
+        if b['w'] < p['w'] - 2*fs: items.append(b)
+    return dict(panels=[p], insets=[], bg=rng.choice(PAPERS), border=0 if m == 0 else max(1, round(min(W, H)*0.004)),
+                items=items, layout='splash', mirror=True)
+
+def _back_art(rng, W, H, layout, gray, text, title):
+    g = _pinup(rng, W, H, layout, gray, False, title)
+    if text and rng.random() < 0.7:
+        fs = max(8, round(H*rng.uniform(0.025, 0.04))); p = g['panels'][0]
+        b = _box_item('title', [(title or rng.choice(WORDS)).upper()], fs, W/2, p['y'] + fs, _col(rng, gray, 150, 255), 0, 0)
+        if b['w'] < p['w'] - 2*fs: g['items'] = [b]
+    return g
+
+# %% ../nbs/05_synth.ipynb #fe4e5bcc
+INKS = [(20, 20, 20)]*3 + [(120, 20, 20), (20, 40, 110), (30, 80, 40)]
+
+def _headline(rng, W, y, H, gray, pan=None, order=0):
+    lines, fs = _fit_logo(rng, rng.choice(AD_HEADS), W*0.9, round(H*rng.uniform(0.04, 0.07)))
+    if rng.random() < 0.5: return logo_item(lines, fs, round((W - max(comic_font(fs).getbbox(t, stroke_width=max(1, fs//12))[2] for t in lines))/2), y, _col(rng, gray, 150, 255), pan, order)
+    return _box_item('title', lines, fs, W/2, y, (255, 255, 255), pan, order, pad=0.2)
+
+def _copy_column(rng, x, y0, y1, cw, fs, items, coupon=False):
+    "Fill a column with paragraphs of ad copy (and a coupon at its foot); returns the items"
+    y = y0
+    while y + 3*fs < y1 - (8*fs if coupon else 0):
+        lines = wrap_words(ad_copy(rng, rng.randint(1, 3)), fs, cw)[:max(1, (y1 - y)//round(fs*1.3) - 1)]
+        b = text_block(lines, fs, x, y, None, len(items)); items.append(b); y = b['y'] + b['h'] + fs
+        if rng.random() < 0.3 and y + 3*fs < y1:
+            b = _box_item('text', [f'ONLY ${rng.randint(1, 9)}.{rng.choice(["98", "95", "00", "49"])}'], round(fs*1.8), x + cw/2, y, None, None, len(items), pad=0.1)
+            items.append(b); y += b['h'] + fs
+    if coupon and y1 - y > 7*fs:
+        cl = [L for s in COUPON for L in wrap_words([s.format(p=rng.randint(1, 9))], fs, cw - 3*fs)]
+        b = text_block(cl, fs, x + fs, y1 - round(fs*1.3)*len(cl) - fs, None, len(items))
+        b.update(x=x, y=b['y'] - fs, w=cw, h=b['h'] + 2*fs, dash=True); items.append(b)
+    return items
+
+# %% ../nbs/05_synth.ipynb #72a35935
+def _print_ad(rng, W, H, layout, gray, text, title):
+    s = min(W, H); m, g = round(s*rng.uniform(0.04, 0.07)), round(s*0.025); fs = max(6, round(H*rng.uniform(0.009, 0.013)))
+    head = _headline(rng, W, m, H, True); top = head['y'] + head['h'] + g
+    ncol = rng.choice([2, 2, 3]); cw = (W - 2*m - g*(ncol-1))//ncol; ps, items = [], [head] if text else []
+    for c in range(ncol):
+        x, y = m + c*(cw + g), top
+        if rng.random() < 0.55:  # a photograph at the top of this column
+            h = round((H - top - m)*rng.uniform(0.2, 0.4)); ps.append(dict(x=x, y=y, w=cw, h=h)); y += h + g
+        if text: _copy_column(rng, x, y, H - m - 2*fs, cw, fs, items, coupon=c == ncol-1 and rng.random() < 0.6)
+    if text: items.append(text_block([ad_address(rng)], max(5, fs - 1), m, H - m - fs, None, len(items)))
+    return dict(panels=ps, insets=[], bg=rng.choice(PAPERS[1:]), border=max(1, round(s*0.002)), items=items, layout='ad',
+                mirror=False, art=photo_art, duotone=rng.choice(INKS))
+
+def _classified_ad(rng, W, H, layout, gray, text, title):
+    s = min(W, H); m, g = round(s*0.04), round(s*0.02); fs = max(6, round(H*rng.uniform(0.009, 0.012)))
+    head = _headline(rng, W, m, H, True) if rng.random() < 0.5 else None
+    top = head['y'] + head['h'] + g if head else m
+    ps = tier_panels(rng, m, top, W-2*m, H-top-m, [rng.choice([2, 2, 3]) for _ in range(rng.choice([2, 3, 4]))], g, g)
+    items = [head] if head and text else []
+    for i, p in enumerate(ps if text else []):
+        hb = _box_item('title', [rng.choice(AD_HEADS)], max(6, round(fs*1.5)), p['x'] + p['w']/2, p['y'] + fs//2, (255, 255, 255), i, 0, pad=0.2)
+        lines = wrap_words(ad_copy(rng, rng.randint(1, 2)), fs, p['w'] - 2*fs)
+        tb = text_block(lines, fs, p['x'] + fs, 0, i, 1, fill=(255, 255, 255)); tb['y'] = p['y'] + p['h'] - tb['h'] - fs
+        tb['line_boxes'] = [dict(L, y=L['y'] + tb['y']) for L in tb['line_boxes']]
+        ok = hb['w'] < p['w'] - 4 and hb['y'] + hb['h'] < tb['y'] and tb['w'] < p['w'] - 2*fs
+        items += [hb, tb] if ok else []
+    return dict(panels=ps, insets=[], bg=rng.choice(PAPERS[1:]), border=max(1, round(s*0.003)), items=items, layout='ad', mirror=False,
+                duotone=rng.choice(INKS))
+
+# %% ../nbs/05_synth.ipynb #200230c4
+def _photo_ad(rng, W, H, layout, gray, text, title):
+    p = dict(x=0, y=0, w=W, h=H); items = []; fs = max(6, round(H*0.009))
+    if text:
+        lines, lf = _fit_logo(rng, rng.choice(AD_HEADS), W*0.85, round(H*rng.uniform(0.05, 0.08)))
+        items.append(logo_item(lines, lf, round(W*0.07), round(H*rng.choice([0.05, 0.7])), (255, 255, 255), 0, 0))
+        small = wrap_words(ad_copy(rng, 3) + [ad_address(rng)], fs, round(W*0.8))
+        items.append(text_block(small, fs, round(W*0.1), H - round(fs*1.3)*len(small) - 2*fs, 0, 1))
+    return dict(panels=[p], insets=[], bg=(255, 255, 255), border=0, items=items, layout='ad', mirror=False, art=photo_art)
+
+def _comic_ad(rng, W, H, layout, gray, text, title):
+    head = _headline(rng, W, round(H*0.03), H, gray); top = head['y'] + head['h'] + round(H*0.02)
+    foot = round(H*rng.uniform(0.12, 0.2)); s = min(W, H); m = round(s*0.04)
+    L = make_layout(rng, 'grid', W, H - top - foot)
+    ps = [dict(p, y=p['y'] + top - m) for p in L['panels']]
+    fs = max(7, round(H*0.014)); items = [head] if text else []
+    if text:
+        items += _balloons_in(rng, ps, L['border'], fs)
+        lines = wrap_words(ad_copy(rng, 2) + [ad_address(rng)], fs, W - 2*m)[:max(1, (foot - m)//round(fs*1.3))]
+        items.append(text_block(lines, fs, m, H - foot + m//2, None, 1))
+    return dict(L, panels=ps, items=items, layout='ad', mirror=True)
+
+# %% ../nbs/05_synth.ipynb #12ee2cf6
+def _columns(rng, W, H, m, top, ncol, g, fs, make_text, ps):
+    "Fill `ncol` columns below `top` with text blocks from `make_text(n)`, clear of the panels `ps`"
+    cw, items, pitch = (W - 2*m - g*(ncol-1))//ncol, [], round(fs*1.3)
+    for c in range(ncol):
+        x = m + c*(cw + g); y = max([top] + [p['y'] + p['h'] + g for p in ps if p['x'] < x + cw and x < p['x'] + p['w']])
+        while y + 2*pitch < H - m:
+            lines = wrap_words(make_text(rng.randint(2, 6)), fs, cw)[:max(1, (H - m - y)//pitch)]
+            b = text_block(lines, fs, x, y, None, 0); items.append(b); y = b['y'] + b['h'] + pitch//2
+    return items
+
+def _text_story(rng, W, H, layout, gray, text, title):
+    s = min(W, H); m, g = round(s*rng.uniform(0.05, 0.08)), round(s*0.035); fs = max(6, round(H*rng.uniform(0.009, 0.012)))
+    items, ps, top = [], [], m
+    if rng.random() < 0.7:  # the story's first page: a title (and maybe a picture)
+        lines, lf = _fit_logo(rng, story_title(rng), W - 2*m, round(H*rng.uniform(0.03, 0.05)))
+        items.append(_box_item('title', lines, lf, W/2, m, None, None, 0, pad=0.1) if rng.random() < 0.5 else
+                     logo_item(lines, lf, m, m, _col(rng, gray, 100, 255), None, 0))
+        top = items[0]['y'] + items[0]['h'] + g
+        if rng.random() < 0.4: ps.append(dict(x=W - m - (W - 2*m - g)//2, y=top, w=(W - 2*m - g)//2, h=round((H - top)*rng.uniform(0.2, 0.35))))
+    if text: items += _columns(rng, W, H, m, top, 2 if W >= 400 else 1, g, fs, lambda n: prose_sentences(rng, n), ps)
+    else: items = []
+    for k, b in enumerate(items): b['order'] = k
+    return dict(panels=ps, insets=[], bg=rng.choice(PAPERS[2:]), border=max(1, round(s*0.003)), items=items, layout='text', mirror=False)
+
+def _letters_page(rng, W, H, layout, gray, text, title):
+    g = _text_story(rng, W, H, layout, gray, False, title); s = min(W, H); m = round(s*0.06); fs = max(6, round(H*0.011))
+    if text:
+        head = _box_item('title', [rng.choice(['LETTERS TO THE EDITOR', 'READERS WRITE', 'THE MAIL BAG'])], max(8, round(H*0.03)), W/2, m, None, None, 0, pad=0.2)
+        g['items'] = [head] + _columns(rng, W, H, m, head['y'] + head['h'] + m//2, rng.choice([2, 3]), round(s*0.03), fs, lambda n: letters_text(rng, n), [])
+        for k, b in enumerate(g['items']): b['order'] = k
+    return dict(g, panels=[], layout='text')
+
+def _recap(rng, W, H, layout, gray, text, title):
+    s = min(W, H); m = round(s*0.08); fs = max(6, round(H*0.014)); items, ps = [], []
+    if rng.random() < 0.5: ps.append(dict(x=m, y=m, w=W - 2*m, h=round(H*rng.uniform(0.25, 0.4))))
+    y = (ps[0]['y'] + ps[0]['h'] if ps else m) + m
+    if text:
+        items.append(_box_item('title', ['PREVIOUSLY'], round(fs*1.6), W/2, y, None, None, 0, pad=0.1)); y = items[-1]['y'] + items[-1]['h'] + fs
+        b = text_block(wrap_words(prose_sentences(rng, rng.randint(3, 6)), fs, W - 2*m), fs, m, y, None, 1); items.append(b)
+        y = b['y'] + b['h'] + 2*fs
+        for r in rng.sample(ROLES, rng.randint(3, len(ROLES))):
+            if y + 2*fs > H - m: break
+            items.append(_box_item('text', [f'{r} {rng.choice(WORDS)} {rng.choice(WORDS)}'], fs, W/2, y, None, None, len(items), pad=0.0)); y += round(fs*1.8)
+    return dict(panels=ps, insets=[], bg=(255, 255, 255), border=max(1, round(s*0.003)), items=items, layout='text', mirror=False)
+
+# %% ../nbs/05_synth.ipynb #6fa4838b
+def line_work(img:Image.Image, rng, panels:list, density:float=1.0):
+    "Draw ink strokes and hatching inside each panel of `img`"
+    d = ImageDraw.Draw(img)
+    for p in panels:
+        x0, y0, w, h = p['x'], p['y'], p['w'], p['h']
+        if w < 20 or h < 20: continue
+        lw = max(1, round(min(w, h)/150))
+        for _ in range(round(density*w*h/3000)):
+            cx, cy, r = x0 + rng.uniform(0, w), y0 + rng.uniform(0, h), rng.uniform(0.03, 0.15)*min(w, h)
+            pts = [(min(x0+w-2, max(x0+1, cx + r*math.cos(t))), min(y0+h-2, max(y0+1, cy + r*math.sin(t))))
+                   for t in np.cumsum([rng.uniform(0, 2*math.pi)] + [rng.uniform(0.3, 1.0) for _ in range(rng.randint(2, 5))])]
+            d.line(pts, fill=(0, 0, 0), width=lw)
+        for _ in range(round(density*w*h/40000)):
+            hx, hy, hw, sp = x0 + rng.uniform(0, w*0.8), y0 + rng.uniform(0, h*0.8), rng.uniform(0.05, 0.2)*w, rng.randint(3, 6)
+            for k in range(rng.randint(4, 10)):
+                d.line([(hx + k*sp, hy), (min(x0+w-2, hx + k*sp + hw*0.3), min(y0+h-2, hy + hw))], fill=(0, 0, 0), width=1)
+
+# %% ../nbs/05_synth.ipynb #06459a3e
+def duotone(img:Image.Image, ink, paper)->Image.Image:
+    "The page printed in one `ink` on `paper`: dark -> ink, light -> paper"
+    L = np.asarray(img.convert('L'), np.float32)[..., None]/255
+    return Image.fromarray((np.array(ink, np.float32)*(1 - L) + np.array(paper, np.float32)*L).round().astype(np.uint8))
+
+PRINT_PAPERS = [(246, 236, 205), (240, 225, 190), (236, 228, 200), (250, 242, 215), (232, 218, 180)]
+
+def age_print(img:Image.Image, rng, strength:float=1.0)->Image.Image:
+    "Newsprint look of strength 0..1: yellowed paper, duller colours, ink spread, faint mottling"
+    from PIL import ImageFilter
+    W, H = img.size; a = np.asarray(img.filter(ImageFilter.GaussianBlur(0.4 + 0.6*strength)), np.float32)
+    g = a.mean(-1, keepdims=True); a = g + (a - g)*(1 - 0.3*strength)
+    a = a*(1 - strength + strength*np.array(rng.choice(PRINT_PAPERS), np.float32)/255)
+    mot = np.asarray(Image.fromarray(np.random.default_rng(rng.randrange(1 << 30)).integers(0, 255, (8, 6), dtype=np.uint8)).resize((W, H), Image.BICUBIC), np.float32)
+    return Image.fromarray(np.clip(a + (mot[..., None] - 128)*0.05*strength, 0, 255).astype(np.uint8))
+
+# %% ../nbs/05_synth.ipynb #c69de651
+PAGE_BUILDERS.update(dense_story=_dense_story, first_page=_first_page, pinup=_pinup, back_art=_back_art, print_ad=_print_ad, classified_ad=_classified_ad,
+                     photo_ad=_photo_ad, comic_ad=_comic_ad, text_story=_text_story, letters_page=_letters_page, recap=_recap)
+PAGE_TYPES.update(dense_story='Story', first_page='Story', pinup='Other', back_art='BackCover', print_ad='Advertisement', classified_ad='Advertisement',
+                  photo_ad='Advertisement', comic_ad='Advertisement', text_story='Editorial', letters_page='Letters', recap='Other')
+PSS_CLASSES = dict(cover='cover', story='story', ad='advertisement', backcover='advertisement', text='textstory', letters='text',
+                   credits='credits', dense_story='story', first_page='first-page', pinup='art', back_art='back_cover', print_ad='advertisement',
+                   classified_ad='advertisement', photo_ad='advertisement', comic_ad='advertisement', text_story='textstory',
+                   letters_page='text', recap='credits')
 
 # %% ../nbs/05_synth.ipynb #dbd58813
 def book_page_types(rng, n_pages:int)->list[str]:
@@ -418,6 +780,7 @@ def synth_book(path,                   # where to write the .cbz
                text:bool=True,         # draw balloons and text (False: faster, panels only)
                sfx:bool=False,         # sound effects in some story panels
                mono:bool=False,        # store grey (manga) pages as single-channel images, as many scans are
+               aged:float=0.0,         # 0..1: old-newsprint look of every page (`age_print`)
                **info                  # Series, Number, Volume, Year override the random ones
               )->dict:
     "Write a synthetic book (container from the suffix of `path`); return its truth (book info and one truth per page)"
@@ -428,7 +791,7 @@ def synth_book(path,                   # where to write the .cbz
     pages, blobs = [], []
     for i, pt in enumerate(page_types):
         layout = rng.choice(layouts or ['grid', 'grid', 'grid', 'borderless', 'coloured_gutter', 'splash', 'irregular', 'irregular', 'inset'])
-        img, t = synth_page(seed*10007 + i, layout, size, rtl, pt, text, title=bi['Series'], sfx=sfx)
+        img, t = synth_page(seed*10007 + i, layout, size, rtl, pt, text, title=bi['Series'], sfx=sfx, aged=aged)
         blob = _encode(img.convert('L') if mono and rtl else img, fmt, quality)
         pages.append(dict(t, entry=_entry_name(i, len(page_types), names, fmt, container_of(path)), page_index=i, n_bytes=len(blob))); blobs.append(blob)
     kind = container_of(path)
@@ -478,3 +841,67 @@ def synth_library(root,                  # folder to write the books into
         with ProcessPoolExecutor(workers) as ex: parts = list(ex.map(_book_rows, jobs))
     else: parts = [_book_rows(j) for j in jobs]
     return pd.DataFrame([r for p in parts for r in p])
+
+# %% ../nbs/05_synth.ipynb #020ca6ba
+STORY_LENGTHS = {1: 476, 2: 136, 3: 95, 4: 152, 5: 251, 6: 450, 7: 434, 8: 276, 9: 119, 10: 130, 11: 60, 12: 82, 13: 63, 16: 40}
+AD_KINDS = dict(golden=['print_ad']*4 + ['classified_ad']*2 + ['comic_ad'], modern=['photo_ad']*5 + ['comic_ad', 'print_ad'])
+
+def _ads(rng, era, n): return [rng.choice(AD_KINDS[era]) for _ in range(n)]
+
+def _story_run(rng, n): return ['first_page'] + ['story']*(n - 1)
+
+def _golden(rng, n):
+    head = ['cover'] + (_ads(rng, 'golden', 1) if rng.random() < 0.75 else [])
+    tail = _ads(rng, 'golden', rng.choices([0, 1, 2, 3, 4], [15, 7, 35, 30, 13])[0])
+    body, text_left = [], rng.choices([0, 1, 2], [12, 70, 18])[0]
+    while len(head) + len(body) + len(tail) < n:
+        body += _story_run(rng, rng.choices(list(STORY_LENGTHS), list(STORY_LENGTHS.values()))[0])
+        if text_left and rng.random() < 0.3: body += ['text_story']*rng.choice([1, 2, 2, 2]); text_left -= 1
+        if rng.random() < 0.15: body += _ads(rng, 'golden', rng.choice([1, 1, 2]))
+    return (head + body)[:n - len(tail)] + tail
+
+# %% ../nbs/05_synth.ipynb #4832bd9f
+def _modern(rng, n):
+    head = ['cover'] + (['recap'] if rng.random() < 0.5 else [])
+    tail = (['letters_page'] if rng.random() < 0.3 else []) + _ads(rng, 'modern', rng.choice([0, 1, 2])) + \
+           [rng.choice(['back_art', 'photo_ad', 'photo_ad'])]
+    body, ads, chapters = [], rng.random() < 0.6, rng.choice([1, 1, 1, 2, 3])
+    per = max(1, (n - len(head) - len(tail))//chapters)
+    for c in range(chapters):
+        run = _story_run(rng, per)
+        if rng.random() < 0.1: run.insert(rng.randint(2, max(2, len(run) - 1)), 'pinup')
+        while ads and run:
+            k = min(len(run), rng.randint(2, 6)); body += run[:k]; run = run[k:]
+            if run: body += _ads(rng, 'modern', rng.choice([1, 1, 2]))
+        body += run
+    return (head + body)[:max(len(head), n - len(tail))] + tail
+
+def pss_page_types(rng, era:str='golden', n_pages:int|None=None)->list[str]:
+    "Synthetic page types of a whole book shaped like a real one of `era` ('golden' or 'modern')"
+    if era not in ('golden', 'modern'): raise ValueError(f"unknown era {era!r}; expected 'golden' or 'modern'")
+    n = n_pages or (rng.choice([36]*4 + [52]*2 + [44, 68, 68]) if era == 'golden' else rng.choice([24, 28, 32, 36]))
+    return (_golden if era == 'golden' else _modern)(rng, n)
+
+# %% ../nbs/05_synth.ipynb #ecaf2de2
+def from_cosmo(labels:list, rng, era:str='golden')->list[str]:
+    "Synthetic page types copying a CoSMo label sequence (one ad kind per run of ads)"
+    out, kind = [], None
+    for i, l in enumerate(labels):
+        if l == 'advertisement':
+            kind = kind if i and labels[i-1] == 'advertisement' else rng.choice(AD_KINDS[era]); out.append(kind); continue
+        out.append({'cover': 'cover' if i == 0 or i < len(labels) - 3 else 'back_art', 'story': 'story', 'first-page': 'first_page',
+                    'textstory': 'text_story'}.get(l) or rng.choice(['recap', 'letters_page', 'pinup']))
+    return out
+
+# %% ../nbs/05_synth.ipynb #7e1b29b2
+def synth_pss_book(path, seed:int=0, era:str='golden',
+                   page_types:list|None=None,  # default: `pss_page_types(era)`
+                   n_pages:int|None=None, size:tuple=(700, 1050),
+                   comicinfo:bool=False, **kw)->dict:
+    "Write a synthetic book shaped like a real one of `era`; truth pages carry `pss_class`"
+    rng = random.Random(f'pss-{seed}')
+    pts = page_types or pss_page_types(rng, era, n_pages)
+    aged = rng.uniform(0.6, 1.0) if era == 'golden' else 0.0
+    bt = synth_book(path, seed=seed, page_types=pts, comicinfo=comicinfo, size=size, aged=aged, **kw)
+    for p in bt['pages']: p['pss_class'] = PSS_CLASSES[p['page_type']]
+    return dict(bt, era=era)

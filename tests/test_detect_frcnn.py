@@ -60,4 +60,4 @@ def test_cli_frcnn(tiny_ckpt, tmp_path):
     assert list(det.columns) == DETECT_COLUMNS and len(det) > 0
     assert set(det.weights) == {str(ck)} and set(det.detector) == {'frcnn'}
     assert (det.groupby('page_id').order.apply(lambda s: sorted(s) == list(range(len(s))))).all()
-    assert set(read_audit(out, 'detect').status) == {'ok'}
+    assert set(read_audit(out, 'detect-frcnn').status) == {'ok'}

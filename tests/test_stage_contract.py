@@ -46,8 +46,11 @@ def table(out, stage):
     name, by = TABLE[stage]
     return pd.read_parquet(Layout(out).table(name)).sort_values(by, ignore_index=True)
 
+# stages built on the runner after the first five: what each needs first, and the command its message names
+LATER = {'pss': 'comix extract', 'embed': 'comix extract', 'index': 'comix embed'}
+
 def test_every_stage_offers_the_common_flags():
-    for cmd in [*STAGES, 'pipeline']:
+    for cmd in [*STAGES, *LATER, 'pipeline']:
         h = comix(cmd, '--help').stdout
         missing = [f for f in COMMON_FLAGS if f not in h]
         assert not missing, (cmd, missing)
@@ -59,6 +62,10 @@ def test_missing_input_exits_2_and_names_the_command(tmp_path):
         assert want in r.stderr, (stage, r.stderr)
     out = tmp_path/'only-manifest'; run('extract', out, fixture_path('library', 'pepper-carrot'))
     assert 'comix detect' in run('align', out, None, ok=(2,)).stderr
+    assert 'comix detect' in comix('embed', '--out', out, '--no-progress', ok=(2,)).stderr
+    for stage, want in LATER.items():
+        r = comix(stage, '--out', tmp_path/f'later-{stage}', '--no-progress', ok=(2,))
+        assert want in r.stderr and 'Traceback' not in r.stderr, (stage, r.stderr)
 
 def test_three_shards_read_back_equal_to_one_run(done, library, tmp_path):
     for stage, before in BEFORE.items():

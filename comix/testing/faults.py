@@ -71,7 +71,10 @@ def fault_trial(argv:list,                # the stage command after `comix`, wit
                 table:str,                # the stage's table, relative to OUT, without `.parquet`
                 audit:str,                # the stage's audit name
                 sort:list,                # columns that order the table
-                kills:int=5, seed:int=0, chunk:int|None=2, env:dict|None=None, workdir=None)->dict:
+                kills:int=5, seed:int=0, chunk:int|None=2, env:dict|None=None, workdir=None,
+                check=None,               # (clean OUT, killed OUT) -> bool: outputs beyond the table (a store) equal
+                max_attempts:int|None=None, # runs started before giving up on landing `kills` kills (default 4 x kills)
+               )->dict:
     "Kill `comix <argv>` `kills` times, finish it, and compare with an uninterrupted run: a summary dict"
     import shutil, tempfile
     from pathlib import Path
@@ -86,11 +89,12 @@ def fault_trial(argv:list,                # the stage command after `comix`, wit
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     t_clean = time.perf_counter() - t0
     rep = kill_and_finish([exe, *map(str, argv), '--out', str(killed), '--no-progress'], kills, seed,
-                          max_delay=max(0.5, 1.1 * t_clean), min_delay=0.1, env=env)
+                          max_delay=max(1.5, min(1.1 * t_clean, 3 * t_clean / kills + 1.5)), min_delay=0.1,
+                          max_attempts=max_attempts, env=env)
     a, b = (pd.read_parquet(Layout(d).table(table)).sort_values(sort, ignore_index=True) for d in (clean, killed))
     ua = unit_rows(read_audit(killed, audit))
     res = dict(stage=audit, kills=rep.kills, missed=rep.missed, clean_seconds=round(t_clean, 2),
-               final_seconds=round(rep.final_seconds, 2), rows=len(a), equal=bool(a.equals(b)),
+               final_seconds=round(rep.final_seconds, 2), rows=len(a), equal=bool(a.equals(b)) and (check is None or bool(check(clean, killed))),
                units=len(ua), units_unique=bool(ua.page_id.is_unique), same_units=set(ua.page_id) == set(unit_rows(read_audit(clean, audit)).page_id),
                delays=rep.delays)
     shutil.rmtree(work, ignore_errors=True)
