@@ -512,11 +512,7 @@ def unit_inputs(self:AlignStage, ctx, units):
 def input_problems(self:AlignStage, ctx):
     inp, ids = self.inputs(ctx), set(ctx.manifest().page_id)
     rows = box_problems(inp['raw_det'], f'detect/{self.detector}', ids)
-    for name, df in (('text/vlm', inp['vlm']), ('text/ocr', inp['ocr'])):
-        if df is not None and len(df):
-            out = df.page_id[~df.page_id.isin(ids)].value_counts()
-            rows += [dict(page_id=p, reason='not_in_manifest', detail=f'{name}: {k} rows') for p, k in out.items()]
-    return rows
+    return rows + [r for name in ('vlm', 'ocr') for r in box_problems(inp[name], f'text/{name}', ids, cols=None)]
 
 @patch
 def setup(self:AlignStage, ctx):

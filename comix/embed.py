@@ -13,7 +13,7 @@ from .paths import Layout, ConfigError, book_of, shard_of
 from .dataspec import read_dataspec, TEXT_KINDS
 from .store import (THUMB, EmbeddingStore, create_store, append_pages, repair, page_table, store_lock, verify_store,
                     store_summary, plot_norms)
-from .stage import Stage, Done, Section, run_stage, stage_main, add_reasons
+from .stage import Stage, Done, Section, run_stage, stage_main, add_reasons, box_problems
 
 # %% auto #0
 __all__ = ['panel_texts', 'spec_inputs', 'page_specs', 'page_panels', 'decode_for_crops', 'init_loader', 'load_page',
@@ -390,6 +390,15 @@ def _prepare(self:EmbedStage, ctx):
     if self._missing:
         print(f'embed: {len(self._missing)} pages of the manifest are not in the store; rerun with --append',
               file=sys.stderr)
+
+def _input_problems(self, ctx):
+    "Input-level audit rows: detections that are not boxes, and detection or OCR rows of pages not in the manifest"
+    ids = set(ctx.manifest().page_id)
+    ocr = ctx.table('text/ocr') if self.text in ('auto', 'ocr') else None
+    return (box_problems(ctx.table(f'detect/{self.detector}'), f'detect/{self.detector}', ids)
+            + box_problems(ocr, 'text/ocr', ids, cols=None))
+
+EmbedStage.input_problems = _input_problems
 
 def _pss_types(ctx)->dict|None:
     "page_id -> page type from `comix pss`, when it has run"

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np, pandas as pd
 from fastcore.basics import patch
 from .paths import Layout, book_of
-from .stage import Stage, Done, Section, run_stage, stage_main, add_reasons, figure_image
+from .stage import Stage, Done, Section, run_stage, stage_main, add_reasons, figure_image, box_problems
 from .pss_labels import (PAGE_CLASSES, COSMO_CLASSES, TO_COSMO, cosmo_matrix, segments, comicinfo_classes, to_cosmo,
                               page_metrics, plot_confusion, plot_sequence)
 from .pss_features import stage_tables, out_book_features, BookFeatures
@@ -70,6 +70,12 @@ def unit_inputs(self:PssStage, ctx, units):
     m = ctx.manifest(); tables = stage_tables(ctx.out, self.detector, self.text); by = m.groupby(m.page_id.map(book_of))
     return [','.join(by.get_group(u).md5) + '|' + _inputs_digest(tables, by.get_group(u).page_id.tolist()) if u in by.groups else ''
             for u in units]
+
+@patch
+def input_problems(self:PssStage, ctx):
+    "Input-level audit rows: detections that are not boxes, and panel or text rows of pages not in the manifest"
+    t, ids = stage_tables(ctx.out, self.detector, self.text), set(ctx.manifest().page_id)
+    return box_problems(t['boxes'], f"detect/{t['detector']}", ids) + box_problems(t['lines'], f"text/{t['text']}", ids, cols=None)
 
 @patch
 def setup(self:PssStage, ctx):

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np, pandas as pd
 from PIL import Image
 from .paths import Layout, atomic_write_parquet, book_of
+from .stage import valid_boxes
 from .pss_labels import PAGE_CLASSES, comicinfo_classes
 
 # %% auto #0
@@ -322,7 +323,7 @@ def out_book_features(out, pages:pd.DataFrame, tables:dict,
     "(BookFeatures, errors) of one book of `out` (manifest rows `pages`), from `stage_tables` and an image reader"
     ids = pages.page_id.tolist()
     bx = _by_page(tables['boxes'], ids, ['panel_index', 'x', 'y', 'w', 'h', 'order'])
-    boxes = None if bx is None else {p: g.sort_values('order')[list('xywh')].to_numpy() for p, g in bx.items()}
+    boxes = None if bx is None else {p: g[valid_boxes(g)].sort_values('order')[list('xywh')].to_numpy() for p, g in bx.items()}  # bad rows: audited by the stage
     lines = _by_page(tables['lines'], ids, ['text', 'x', 'y', 'w', 'h', 'panel_index', 'order', 'line_index'])
     if lines is not None: lines = {p: g for p, g in lines.items()}
     cp = feature_cache_path(out, book_of(ids[0])) if cache and ids else None

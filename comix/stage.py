@@ -288,11 +288,13 @@ def valid_boxes(df:pd.DataFrame, cols=('x', 'y', 'w', 'h'))->np.ndarray:
     b = df[list(cols)].apply(pd.to_numeric, errors='coerce').to_numpy(float)
     return np.isfinite(b).all(1) & (b[:, 2] > 0) & (b[:, 3] > 0)
 
-def box_problems(df:pd.DataFrame, source:str, ids:set, cols=('x', 'y', 'w', 'h'))->list:
+def box_problems(df:pd.DataFrame, source:str, ids:set,
+                 cols=('x', 'y', 'w', 'h')   # the box columns; None for a table without boxes (pages checked only)
+                )->list:
     "Input-level audit rows for `df`'s rows of pages not in `ids` and its unusable boxes, one per page and reason"
-    if not len(df): return []
+    if df is None or not len(df): return []
     foreign = ~df.page_id.isin(ids).to_numpy()
-    bad = ~valid_boxes(df, cols) & ~foreign
+    bad = (~valid_boxes(df, cols) & ~foreign) if cols else np.zeros(len(df), bool)
     rows = [dict(page_id=p, reason='not_in_manifest', detail=f'{source}: {n} rows') for p, n in df.page_id[foreign].value_counts().items()]
     for p, g in df[bad].groupby('page_id'):
         rows.append(dict(page_id=p, reason='bad_row', detail=f'{source}: {len(g)} rows, e.g. ' + ', '.join(f'{c}={g.iloc[0][c]}' for c in cols)))

@@ -123,6 +123,14 @@ def test_hostile_tables_are_audited_not_fatal(done, tmp_path):
     assert 'other/Book 9/0000' in set(read_audit(out, 'align').query("level == 'input'").page_id)
     q = pd.read_parquet(Layout(out).quality)
     assert len(q) == len(man) and set(q.status) <= {'ok', 'skipped'}
+    for stage in ('pss', 'embed'):                                           # the later stages read the same tables
+        comix(stage, '--out', out, '--no-progress')
+        a = read_audit(out, stage); inp = a[a.level == 'input']
+        assert {'bad_row', 'not_in_manifest'} <= set(inp.reason), (stage, inp)
+        assert 'other/Book 9/0000' in set(inp.page_id) and 'elsewhere/Other 001/0000' in set(inp.page_id), stage
+        reconcile(a, len(man) if stage == 'embed' else man.book_key.nunique(), stage, show=False)
+    p = pd.read_parquet(Layout(out).table('pss/predictions'))
+    assert len(p) == len(man) and np.isfinite(p.filter(like='p_').to_numpy()).all()
 
 def test_vlm_stage_contract(library, tmp_path):
     "The VLM backend of `comix text` against a loopback server: exit 2 without an endpoint, 3 on failures, shards"
