@@ -157,6 +157,7 @@ def add_args(cls:PssStage, p):
     g.add_argument('--save', help='trained weights file (default OUT/pss/model.pt)')
     g.add_argument('--steps', type=int, default=800, help='training steps (the recipe of the shipped model: 800)')
     g.add_argument('--seed', type=int, default=0)
+    g.add_argument('--ensemble', type=int, default=1, help='train this many models (seeds SEED, SEED+1, ...) and average them (the shipped model: 4)')
     g.add_argument('--synthetic', type=float, default=1.0, help='size of the synthetic page pool (1 = as for the shipped model, 0 = none)')
     g.add_argument('--pool-cache', help='folder that caches the rendered synthetic pool')
 
@@ -166,7 +167,8 @@ def from_args(cls:PssStage, args, cfg):
     if args.train:
         from comix.pss_train import train_from_out
         weights = train_from_out(cfg['out'], labels=args.labels, save=args.save, steps=args.steps, seed=args.seed,
-                                 synthetic=args.synthetic, cache=args.pool_cache, progress=not args.no_progress)
+                                 synthetic=args.synthetic, cache=args.pool_cache, progress=not args.no_progress,
+                                 ensemble=args.ensemble, workers=min(args.ensemble, getattr(args, 'workers', None) or 1))
     return cls(weights, args.detector, args.text, not args.no_detect, not args.no_embed)
 
 def main(argv:list|None=None)->int:

@@ -12,9 +12,9 @@ from .pss_features import GROUPS, BookFeatures, IMAGE_FEATURES, LAYOUT_FEATURES,
 from .pss_labels import PAGE_CLASSES, COSMO_CLASSES, TO_COSMO, cosmo_matrix, comicinfo_classes
 
 # %% auto #0
-__all__ = ['PssConfig', 'PssModel', 'windows', 'collate', 'predict_probs', 'decode', 'TrainBook', 'class_weights',
-           'fit_normalizer', 'pss_loss', 'train_pss', 'save_pss', 'default_weights', 'load_pss', 'heuristic',
-           'position_rule', 'flat_features', 'GbmBaseline']
+__all__ = ['PssConfig', 'PssModel', 'windows', 'collate', 'PssEnsemble', 'predict_probs', 'decode', 'TrainBook', 'class_weights',
+           'fit_normalizer', 'pss_loss', 'train_pss', 'train_ensemble', 'save_pss', 'default_weights', 'load_pss',
+           'heuristic', 'position_rule', 'flat_features', 'GbmBaseline']
 
 # %% ../nbs/50c_pss_model.ipynb #ded1f4bb
 @dataclass
@@ -87,15 +87,25 @@ def collate(items:list, groups:dict)->tuple:
     return x, pr, pad
 
 # %% ../nbs/50c_pss_model.ipynb #67589634
+class PssEnsemble(nn.Module):
+    "Several `PssModel`s of one configuration trained with different seeds; their page probabilities are averaged"
+    def __init__(self, members:list):
+        super().__init__(); self.members = nn.ModuleList(members); self.cfg = members[0].cfg; self.info = {}
+
 @torch.no_grad()
-def predict_probs(model:PssModel, bf:BookFeatures)->np.ndarray:
-    "Class probabilities (n x 9) of every page of a book, windows averaged in logit space"
+def _member_probs(model:PssModel, bf:BookFeatures)->torch.Tensor:
     model.eval(); n = len(bf); acc = torch.zeros(n, model.cfg.n_classes); cnt = torch.zeros(n, 1)
-    if n == 0: return acc.numpy()
+    if n == 0: return acc
     ws = windows(n, model.cfg.window)
     logits = model(*collate([(bf, s, e) for s, e in ws], model.cfg.groups))
     for (s, e), lg in zip(ws, logits): acc[s:e] += lg[:e-s]; cnt[s:e] += 1
-    return torch.softmax(acc / cnt, -1).numpy()
+    return torch.softmax(acc / cnt, -1)
+
+@torch.no_grad()
+def predict_probs(model:PssModel|PssEnsemble, bf:BookFeatures)->np.ndarray:
+    "Class probabilities (n x 9) of every page of a book: windows averaged in logit space, ensemble members in probability"
+    members = list(model.members) if isinstance(model, PssEnsemble) else [model]
+    return torch.stack([_member_probs(m, bf) for m in members]).mean(0).numpy()
 
 def decode(probs:np.ndarray)->list:
     "The nine-class label of every page (argmax)"
@@ -191,13 +201,32 @@ def train_pss(books:list,                 # TrainBook list
         return model.eval(), losses
     finally: torch.set_num_threads(old)
 
+# %% ../nbs/50c_pss_model.ipynb #f69ed517
+def _train_one(job):
+    books, cfg, seed, kw = job
+    return train_pss(books, cfg, seed=seed, **kw)
+
+def train_ensemble(books:list, cfg:PssConfig|None=None, seeds=(0, 1, 2, 3), workers:int=1, **kw)->tuple:
+    "A `PssEnsemble` of one `train_pss` model per seed; (ensemble, per-seed losses)"
+    jobs = [(books, cfg, s, dict(kw, progress=kw.get('progress', True) and workers == 1)) for s in seeds]
+    if workers > 1 and len(seeds) > 1:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+        with ProcessPoolExecutor(min(workers, len(seeds)), mp_context=mp.get_context('spawn')) as ex: res = list(ex.map(_train_one, jobs))
+    else: res = [_train_one(j) for j in jobs]
+    ens = PssEnsemble([m for m, _ in res]).eval()
+    ens.info = dict(res[0][0].info, seeds=list(seeds)); ens.info.pop('seed', None)
+    return ens, [l for _, l in res]
+
 # %% ../nbs/50c_pss_model.ipynb #845c6b7c
-def save_pss(model:PssModel, path, half:bool=True)->str:
-    "Write a checkpoint (float16 weights unless `half=False`)"
+def save_pss(model:PssModel|PssEnsemble, path, half:bool=True)->str:
+    "Write a checkpoint (float16 weights unless `half=False`); an ensemble keeps one state per member"
     from comix.paths import atomic_write_with
     keep32 = lambda k: k.startswith(('mean_', 'std_'))
-    st = {k: (v.half() if half and v.is_floating_point() and not keep32(k) else v).clone() for k, v in model.state_dict().items()}
-    obj = dict(format='comix-pss-1', config=asdict(model.cfg), state=st, info=dict(model.info))
+    state = lambda m: {k: (v.half() if half and v.is_floating_point() and not keep32(k) else v).clone() for k, v in m.state_dict().items()}
+    if isinstance(model, PssEnsemble):
+        obj = dict(format='comix-pss-2', config=asdict(model.cfg), states=[state(m) for m in model.members], info=dict(model.info))
+    else: obj = dict(format='comix-pss-1', config=asdict(model.cfg), state=state(model), info=dict(model.info))
     return atomic_write_with(path, lambda tmp: torch.save(obj, tmp))
 
 def default_weights()->str:
@@ -205,11 +234,12 @@ def default_weights()->str:
     from importlib.resources import files
     return str(files('comix') / 'weights' / 'pss_default.pt')
 
-def load_pss(path=None)->PssModel:
-    "A model from a checkpoint (`None`: the shipped default); `info` records where the weights came from"
+def load_pss(path=None)->PssModel|PssEnsemble:
+    "A model or ensemble from a checkpoint (`None`: the shipped default); `info` records where the weights came from"
     path = str(path or default_weights()); ck = torch.load(path, map_location='cpu', weights_only=True)
-    model = PssModel(PssConfig(**ck['config']))
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in ck['state'].items()})
+    def member(st):
+        m = PssModel(PssConfig(**ck['config'])); m.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in st.items()}); return m.eval()
+    model = PssEnsemble([member(st) for st in ck['states']]) if ck.get('format') == 'comix-pss-2' else member(ck['state'])
     model.info = dict(ck.get('info', {}), weights=path)
     return model.eval()
 

@@ -13,7 +13,7 @@ from .pss_labels import PAGE_CLASSES, COSMO_CLASSES, TO_COSMO, cosmo_matrix, rea
 from .pss_features import (GROUPS, BookFeatures, IMAGE_FEATURES, LAYOUT_FEATURES, TEXT_FEATURES, EMBED_DIM,
                                 page_image_features, text_stats, page_text, embed_texts, position_stats, comicinfo_stats,
                                 stage_tables, out_book_features)
-from .pss_model import (PssConfig, TrainBook, train_pss, predict_probs, decode, heuristic, position_rule, GbmBaseline,
+from .pss_model import (PssConfig, TrainBook, train_pss, train_ensemble, predict_probs, decode, heuristic, position_rule, GbmBaseline,
                               save_pss, load_pss)
 
 # %% auto #0
@@ -164,23 +164,28 @@ ABLATIONS = {'all': (), 'no text': ('text', 'embed'), 'no embedding': ('embed',)
              'no image': ('image',), 'image only': ('layout', 'text', 'embed', 'comicinfo'), 'position only': ('image', 'layout', 'text', 'embed', 'comicinfo')}
 
 def cross_validate(real:list, synth:list, cfg:PssConfig|None=None, steps:int=1500, seed:int=0, real_share:float=0.25,
-                   ablate:bool=True, gbm:bool=True, progress:bool=True, **train_kw)->dict:
-    "Leave-one-book-out scores of the model, the GBM baseline, the heuristic and the position rule"
+                   ablate:bool=True, gbm:bool=True, progress:bool=True, seeds=None, workers:int=1, **train_kw)->dict:
+    "Leave-one-book-out scores of the model (an ensemble when `seeds` are given), the GBM baseline, the heuristic and the position rule"
     preds = {k: [] for k in ('model', 'gbm', 'heuristic', 'position')}; abl = {k: [] for k in ABLATIONS}; truth, models, probs = [], [], []
+    members = {s: [] for s in (seeds or [])}
     for i, test in enumerate(real):
         train_real = [r for j, r in enumerate(real) if j != i]
         w = real_share*sum(b.weight for b in synth)/max(1e-9, (1 - real_share)*max(1, len(train_real)))
         books = synth + [TrainBook(r.features, r.labels, r.cosmo, w, r.name) for r in train_real]
-        model, _ = train_pss(books, cfg, steps=steps, seed=seed, progress=progress, **train_kw); models.append(model)
+        if seeds: model, _ = train_ensemble(books, cfg, seeds, workers, steps=steps, progress=progress, **train_kw)
+        else: model, _ = train_pss(books, cfg, steps=steps, seed=seed, progress=progress, **train_kw)
+        models.append(model)
         truth.append(list(test.labels)); bf = test.features
         probs.append(predict_probs(model, bf)); preds['model'].append([COSMO_CLASSES[k] for k in (probs[-1] @ cosmo_matrix()).argmax(1)])
         if gbm: preds['gbm'].append(GbmBaseline(seed).fit(books).predict(bf))
         preds['heuristic'].append(heuristic(bf)); preds['position'].append(position_rule(len(bf)))
+        for s_, m in zip(seeds or [], getattr(model, 'members', [])): members[s_].append(cosmo_predict(m, bf))
         for k, drop in ABLATIONS.items():
             if ablate: abl[k].append(cosmo_predict(model, bf.without(*drop)))
     scores = {k: score_books(truth, p) for k, p in preds.items() if p}
     abl_scores = {k: score_books(truth, p) for k, p in abl.items() if p}
-    return dict(scores=scores, ablation=abl_scores, truth=truth, preds=preds, models=models, probs=probs)
+    seed_scores = {f'seed {k}': score_books(truth, p) for k, p in members.items()}
+    return dict(scores=scores, ablation=abl_scores, seeds=seed_scores, truth=truth, preds=preds, models=models, probs=probs)
 
 def score_table(scores:dict)->pd.DataFrame:
     "The headline numbers of `cross_validate` scores, one row per method"
@@ -203,22 +208,23 @@ def read_labels(out, labels=None)->tuple:
     return got, vals <= set(COSMO_CLASSES)
 
 def train_from_out(out, labels=None, save=None, steps:int=800, seed:int=0, synthetic:float=1.0, cache=None,
-                   progress:bool=True)->str:
-    "Train on the labelled books of `out` plus synthetic books; returns the saved weights file"
+                   progress:bool=True, ensemble:int=1, workers:int=1)->str:
+    "Train on the labelled books of `out` plus synthetic books (`ensemble` models, seeds `seed`...); returns the saved weights file"
     lab, cosmo = read_labels(out, labels)
     real = [b for b in out_books(out, lab, cosmo=cosmo) if any(l is not None for l in b.labels)]
     synth = synthetic_books(Pool(build_pool(scale=synthetic, cache_dir=cache, progress=progress)), None,
                             round(150*synthetic), round(250*synthetic), seed) if synthetic > 0 else []
     if not real and not synth: raise ValueError(f'nothing to train on: no labelled books in {out} and --synthetic 0')
     w = 0.25*len(synth)/max(1, 0.75*len(real)) if synth else 1.0
-    model, _ = train_pss(synth + [TrainBook(b.features, b.labels, b.cosmo, w, b.name) for b in real], recipe_config(), steps=steps,
-                         lr=RECIPE['lr'], seed=seed, progress=progress)
+    books = synth + [TrainBook(b.features, b.labels, b.cosmo, w, b.name) for b in real]
+    if ensemble > 1: model, _ = train_ensemble(books, recipe_config(), range(seed, seed + ensemble), workers, steps=steps, lr=RECIPE['lr'], progress=progress)
+    else: model, _ = train_pss(books, recipe_config(), steps=steps, lr=RECIPE['lr'], seed=seed, progress=progress)
     model.info.update(real_books=[b.name for b in real], synthetic=synthetic)
     return save_pss(model, save or str(Path(Layout(out).pss).parent/'model.pt'))
 
 # %% ../nbs/50d_pss_train.ipynb #5e593e2d
-RECIPE = dict(steps=800, seed=0, pool_scale=1.0, n_golden=150, n_modern=250, real_share=0.25, batch=16, lr=1e-3,
-              model=dict(d_model=128, ffn=256))  # 4 layers, 4 heads like CoSMo's; hidden 128: a few minutes on one CPU thread
+RECIPE = dict(steps=800, seed=0, seeds=(0, 1, 2, 3), pool_scale=1.0, n_golden=150, n_modern=250, real_share=0.25, batch=16, lr=1e-3,
+              model=dict(d_model=128, ffn=256))  # 4 layers, 4 heads like CoSMo's; hidden 128: a few minutes per model on one CPU thread
 
 def recipe_config(recipe:dict=RECIPE)->PssConfig:
     "The model configuration of a recipe"
@@ -238,12 +244,12 @@ def training_set(work, recipe:dict=RECIPE, real:bool=True, progress:bool=True)->
     synth = synthetic_books(pool, cos, recipe['n_golden'], recipe['n_modern'], recipe['seed'])
     return synth, (atomic_war_books(work, progress) if real and rd else [])
 
-def train_default(work, recipe:dict=RECIPE, progress:bool=True)->tuple:
-    "Train the shipped model: (model, losses)"
+def train_default(work, recipe:dict=RECIPE, progress:bool=True, workers:int=1)->tuple:
+    "Train the shipped model, an ensemble of one model per seed of the recipe: (ensemble, per-seed losses)"
     synth, real = training_set(work, recipe, progress=progress)
     w = recipe['real_share']*len(synth)/max(1e-9, (1 - recipe['real_share'])*max(1, len(real)))
     books = synth + [TrainBook(b.features, b.labels, b.cosmo, w, b.name) for b in real]
-    model, losses = train_pss(books, recipe_config(recipe), steps=recipe['steps'], batch=recipe['batch'], lr=recipe['lr'], seed=recipe['seed'],
-                              progress=progress)
+    model, losses = train_ensemble(books, recipe_config(recipe), recipe['seeds'], workers, steps=recipe['steps'], batch=recipe['batch'],
+                                   lr=recipe['lr'], progress=progress)
     model.info.update(recipe=dict(recipe), real_books=[b.name for b in real], n_synthetic=len(synth), synth=synth_fingerprint())
     return model, losses

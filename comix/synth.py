@@ -12,17 +12,17 @@ import numpy as np, pandas as pd
 from PIL import Image, ImageChops, ImageDraw
 from .paths import atomic_write_bytes, atomic_write_with, book_key_of
 from .synth_art import (WORDS, LAYOUTS, PAPERS, comic_font, text_bbox, draw_text_line, text_lines, line_boxes, tier_panels, make_layout,
-                              panel_art, place_balloons, _col, _hit)
+                              panel_art, place_balloons, _col, _hit, _after, SUBJECTS, SUBJECT_COLOURS, subject_art, subject_phrase)
 
 # %% auto #0
 __all__ = ['AD_HEADLINES', 'ROLES', 'PAGE_BUILDERS', 'PAGE_TYPES', 'SFX_WORDS', 'AD_HEADS', 'AD_PHRASES', 'AD_VERBS', 'COUPON',
            'COMPANIES', 'CITIES', 'PROSE_WHO', 'PROSE_DID', 'PROSE_WHAT', 'PROSE_WHEN', 'SAYS', 'LETTER_OPEN',
-           'LETTER_BODY', 'INKS', 'PRINT_PAPERS', 'PSS_CLASSES', 'CONTAINERS', 'STORY_LENGTHS', 'AD_KINDS',
-           'prose_lines', 'add_sfx', 'grain_image', 'spine_shadow', 'render_page', 'synth_page', 'draw_truth',
-           'check_truth', 'ad_copy', 'ad_address', 'prose_sentences', 'letters_text', 'wrap_words', 'logo_item',
-           'text_block', 'photo_art', 'story_title', 'line_work', 'duotone', 'age_print', 'book_page_types',
-           'comicinfo_xml', 'container_of', 'pack', 'pdf_bytes', 'epub_files', 'write_book', 'synth_book',
-           'synth_library', 'pss_page_types', 'from_cosmo', 'synth_pss_book']
+           'LETTER_BODY', 'INKS', 'PRINT_PAPERS', 'PSS_CLASSES', 'SUBJECT_PAGES', 'CONTAINERS', 'STORY_LENGTHS',
+           'AD_KINDS', 'prose_lines', 'add_sfx', 'grain_image', 'spine_shadow', 'render_page', 'synth_page',
+           'draw_truth', 'check_truth', 'ad_copy', 'ad_address', 'prose_sentences', 'letters_text', 'wrap_words',
+           'logo_item', 'text_block', 'photo_art', 'story_title', 'line_work', 'duotone', 'age_print', 'add_subjects',
+           'book_page_types', 'comicinfo_xml', 'container_of', 'pack', 'pdf_bytes', 'epub_files', 'write_book',
+           'synth_book', 'synth_library', 'pss_page_types', 'from_cosmo', 'synth_pss_book']
 
 # %% ../nbs/05_synth.ipynb #4c86031f
 def _story(rng, W, H, layout, gray, text, title):
@@ -214,7 +214,10 @@ def render_page(g:dict, W:int, H:int, rng, gray:bool=False, grain:int=6)->Image.
     for i, p in enumerate(g['panels']):
         if i in children:
             e = max(2, g['border']*2); d.rectangle([p['x']-e, p['y']-e, p['x']+p['w']-1+e, p['y']+p['h']-1+e], fill=(255, 255, 255))
-        img.paste(g.get('art', panel_art)(rng, p['w'], p['h'], gray), (p['x'], p['y']))
+        art = g.get('art', panel_art)(rng, p['w'], p['h'], gray)
+        if i in g.get('subjects', ()):  # `add_subjects`: the panel's subject, drawn into its art (with its own rng)
+            sj = g['subjects'][i]; sj['drawn'] = subject_art(art, sj['noun'], sj['rgb'], sj['box'], g['subject_rng'], gray, sj['avoid'])
+        img.paste(art, (p['x'], p['y']))
         if g['border'] or i in children: _frame(d, p, max(g['border'], 1), W, H)
     if g.get('line_work'): line_work(img, random.Random(rng.random()), g['panels'], g['line_work'])  # aged pages: pen strokes
     for b in g['items']: _draw_item(img, d, b)
@@ -239,7 +242,8 @@ def synth_page(seed:int=0,              # same seed, same page
                title:str|None=None,     # cover title
                grain:int=6,             # amplitude of the paper grain noise (0: none)
                sfx:bool=False,          # add sound effects (kind 'sfx') to some story panels
-               aged:float=0.0           # 0..1: strength of the old-newsprint look (`age_print`)
+               aged:float=0.0,          # 0..1: strength of the old-newsprint look (`age_print`)
+               subjects:bool=False      # story pages: an iconic subject in every panel, named by a caption (`add_subjects`)
               )->tuple[Image.Image, dict]:
     "A synthetic comic page and its exact truth"
     if page_type not in PAGE_BUILDERS: raise ValueError(f'unknown page_type {page_type!r}; expected one of {list(PAGE_BUILDERS)}')
@@ -247,6 +251,7 @@ def synth_page(seed:int=0,              # same seed, same page
     g = PAGE_BUILDERS[page_type](rng, W, H, layout, gray, text, title)
     if sfx and text and page_type == 'story': g['items'] += add_sfx(rng, g, H, gray)
     if rtl and g['mirror']: _mirror(g, W)
+    if subjects and text and page_type in SUBJECT_PAGES: add_subjects(g, random.Random(f'subjects-{seed}'), H, gray, rtl)
     for b in g['items']:
         if b['kind'] == 'sfx': b['line_boxes'] = [dict(text=b['lines'][0], x=b['x'], y=b['y'], w=b['w'], h=b['h'])]
         if 'line_boxes' not in b: b['line_boxes'] = line_boxes(b['lines'], comic_font(b['fs']), b['x'] + b['w']/2, b['y'] + b['h']/2)
@@ -257,6 +262,7 @@ def synth_page(seed:int=0,              # same seed, same page
     truth = dict(width=W, height=H, layout=g['layout'], rtl=bool(rtl), page_type=page_type,
                  panels=[{k: int(p[k]) for k in 'xywh'} for p in g['panels']], insets=[list(t) for t in g['insets']],
                  balloons=[_truth_item(b) for b in g['items']])
+    if subjects: truth['subjects'] = _subject_truth(g)
     return img, truth
 
 # %% ../nbs/05_synth.ipynb #d381d38f
@@ -641,6 +647,83 @@ PSS_CLASSES = dict(cover='cover', story='story', ad='advertisement', backcover='
                    classified_ad='advertisement', photo_ad='advertisement', comic_ad='advertisement', text_story='textstory',
                    letters_page='text', recap='credits')
 
+# %% ../nbs/05_synth.ipynb #8f5e8247
+SUBJECT_PAGES = ('story', 'dense_story', 'first_page')
+
+def _occupied(b):
+    "Box (x0, y0, x1, y1) an item covers, its tail included"
+    tip = b.get('tip')
+    return (b['x'], b['y'], b['x'] + b['w'], max(b['y'] + b['h'], tip[1] if tip else 0))
+
+def _reads_after(c, q, rtl:bool):
+    "Does box c come after box q in reading order (right to left for manga)?"
+    return _after((-c[2], c[1], -c[0], c[3]), (-q[2], q[1], -q[0], q[3])) if rtl else _after(c, q)
+
+def _subject_caption(b, mine, taken, x0, y0, x1, y1, pad, rtl):
+    "(x, y, order) for caption `b` along the panel's top or bottom edge, clear of `taken` and in reading order, or None"
+    w, h = b['w'], b['h']; xs = [x0 + pad, x1 - pad - w]
+    xs = (xs[::-1] if rtl else xs) + [round(x0 + pad + f*(x1 - x0 - 2*pad - w)) for f in (0.5, 0.25, 0.75)]
+    seq = sorted((q for q in mine if q['kind'] != 'sfx'), key=lambda q: q['order'])
+    body = lambda q: (q['x'], q['y'], q['x'] + q['w'], q['y'] + q['h'])
+    bodies = [body(q) for q in seq]
+    for y in (y0 + pad, y1 - pad - h):
+        for x in xs:
+            c = (x, y, x + w, y + h)
+            if any(_hit(c, t, pad) for t in taken): continue
+            k = next((j for j, q in enumerate(bodies) if not _reads_after(c, q, rtl)), len(bodies))  # the items it reads after come first
+            if all(_reads_after(q, c, rtl) for q in bodies[k:]): return x, y, k
+    return None
+
+@lru_cache(maxsize=8192)
+def _phrase_bbox(fs, text): return text_bbox.__wrapped__(fs, text)   # phrases are few: kept apart from the page text that churns `text_bbox`'s cache
+
+def _caption_item(text, fs, fill, panel):
+    "A one-line caption at the origin, sized as `_box_item` sizes it"
+    l, t, r, b = _phrase_bbox(fs, text)
+    return dict(kind='caption', x=0, y=0, w=round(r - l + fs), h=round(b - t + fs), fs=fs, lines=[text], fill=fill, panel=panel, order=0, tip=None), (r - l, b - t)
+
+def add_subjects(g:dict,          # page geometry from a builder (after mirroring, before line boxes)
+                 rng,             # the subjects' own random.Random
+                 H:int,           # page height (lettering size when the page has no balloons)
+                 gray:bool=False, # grey caption fills
+                 rtl:bool=False   # reading order of the page
+                )->dict:
+    "Give every panel of `g` with room for it a subject and a caption naming it; returns (and sets) `g['subjects']`, {panel: plan}"
+    bw, plans = g['border'], {}
+    fs = next((b['fs'] for b in g['items'] if b['kind'] in ('dialogue', 'caption') and b['panel'] is not None), max(7, round(H*0.014)))
+    pad, fill = max(2, fs//3), (255, 255, 255) if gray else (255, 244, 190)
+    for i, p in enumerate(g['panels']):
+        colour, noun = rng.choice(list(SUBJECT_COLOURS)), rng.choice(SUBJECTS); phrase = subject_phrase(rng, colour, noun)
+        x0, y0, x1, y1 = p['x'] + bw, p['y'] + bw, p['x'] + p['w'] - bw, p['y'] + p['h'] - bw
+        if min(x1 - x0, y1 - y0) < 24: continue
+        for text in (phrase, f'{colour} {noun}'):  # the short form when the phrase is too wide
+            b, (tw, th) = _caption_item(text, fs, fill, i)
+            if b['w'] <= x1 - x0 - 2*pad and b['h'] <= (y1 - y0)/4: break
+        else: continue
+        mine = [q for q in g['items'] if q['panel'] == i]
+        e = 2*max(bw, 1) + pad
+        taken = [_occupied(q) for q in mine] + [(c['x'] - e, c['y'] - e, c['x'] + c['w'] + e, c['y'] + c['h'] + e)
+                                                 for k, c in enumerate(g['panels']) if [k, i] in g['insets']]
+        spot = _subject_caption(b, mine, taken, x0, y0, x1, y1, pad, rtl)
+        if spot is None: continue
+        b['x'], b['y'], b['order'] = spot
+        b['line_boxes'] = [dict(text=text, x=int(round(b['x'] + b['w']/2 - tw/2)), y=int(round(b['y'] + b['h']/2 - th/2)), w=int(tw), h=int(th))]  # as `line_boxes` places it
+        for q in mine:
+            if q['order'] >= b['order']: q['order'] += 1
+        g['items'].append(b)
+        loc = lambda t: (t[0] - p['x'], t[1] - p['y'], t[2] - p['x'], t[3] - p['y'])
+        plans[i] = dict(noun=noun, colour=colour, phrase=text, rgb=SUBJECT_COLOURS[colour], box=loc((x0, y0, x1, y1)),
+                        avoid=[loc(t) for t in taken + [_occupied(b)]])
+    g['subjects'], g['subject_rng'] = plans, rng
+    return plans
+
+def _subject_truth(g):
+    out = []
+    for i, s in sorted(g.get('subjects', {}).items()):
+        p, (x0, y0, x1, y1) = g['panels'][i], s['drawn']
+        out.append(dict(panel=i, noun=s['noun'], colour=s['colour'], phrase=s['phrase'], x=int(p['x'] + x0), y=int(p['y'] + y0), w=int(x1 - x0), h=int(y1 - y0)))
+    return out
+
 # %% ../nbs/05_synth.ipynb #dbd58813
 def book_page_types(rng, n_pages:int)->list[str]:
     "A plausible run of page types: cover, story pages, an ad in the middle, text or letters at the end"
@@ -781,6 +864,7 @@ def synth_book(path,                   # where to write the .cbz
                sfx:bool=False,         # sound effects in some story panels
                mono:bool=False,        # store grey (manga) pages as single-channel images, as many scans are
                aged:float=0.0,         # 0..1: old-newsprint look of every page (`age_print`)
+               subjects:bool=False,    # story pages get a named subject in every panel (`synth_page`)
                **info                  # Series, Number, Volume, Year override the random ones
               )->dict:
     "Write a synthetic book (container from the suffix of `path`); return its truth (book info and one truth per page)"
@@ -791,7 +875,7 @@ def synth_book(path,                   # where to write the .cbz
     pages, blobs = [], []
     for i, pt in enumerate(page_types):
         layout = rng.choice(layouts or ['grid', 'grid', 'grid', 'borderless', 'coloured_gutter', 'splash', 'irregular', 'irregular', 'inset'])
-        img, t = synth_page(seed*10007 + i, layout, size, rtl, pt, text, title=bi['Series'], sfx=sfx, aged=aged)
+        img, t = synth_page(seed*10007 + i, layout, size, rtl, pt, text, title=bi['Series'], sfx=sfx, aged=aged, subjects=subjects)
         blob = _encode(img.convert('L') if mono and rtl else img, fmt, quality)
         pages.append(dict(t, entry=_entry_name(i, len(page_types), names, fmt, container_of(path)), page_index=i, n_bytes=len(blob))); blobs.append(blob)
     kind = container_of(path)

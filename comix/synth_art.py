@@ -12,10 +12,11 @@ from .paths import fixture_path
 
 # %% auto #0
 __all__ = ['WORDS', 'FONT_FILE', 'LAYOUTS', 'PAPERS', 'DIALOGUE_STYLES', 'CAPTION_STYLES', 'SFX_STYLES', 'CAPTION_FILLS',
-           'SFX_WORDS', 'SFX_FILLS', 'comic_font', 'word_glyph', 'text_bbox', 'draw_text_line', 'text_lines',
-           'line_boxes', 'tier_panels', 'add_inset', 'make_layout', 'panel_art', 'make_balloon', 'balloon_style',
-           'sentence_case', 'place_balloons', 'body_mask', 'draw_balloon', 'sfx_tile', 'draw_sfx', 'make_sfx',
-           'balloon_sampler', 'ink_art']
+           'SFX_WORDS', 'SFX_FILLS', 'SUBJECTS', 'SUBJECT_COLOURS', 'SUBJECT_PHRASES', 'comic_font', 'word_glyph',
+           'text_bbox', 'draw_text_line', 'text_lines', 'line_boxes', 'tier_panels', 'add_inset', 'make_layout',
+           'panel_art', 'make_balloon', 'balloon_style', 'sentence_case', 'place_balloons', 'body_mask', 'draw_balloon',
+           'sfx_tile', 'draw_sfx', 'make_sfx', 'balloon_sampler', 'ink_art', 'subject_parts', 'subject_tile',
+           'subject_art', 'subject_phrase']
 
 # %% ../nbs/05a_synth_art.ipynb #34cb8ec2
 WORDS = """THE OF AND TO IN IS YOU THAT IT HE WAS FOR ON ARE AS WITH HIS THEY AT BE THIS HAVE FROM OR ONE HAD BY
@@ -491,3 +492,173 @@ def ink_art(rng, w:int, h:int)->Image.Image:
         x0, y0, sp = rng.uniform(0, w), rng.uniform(0, h), max(3, lw*4)
         for i in range(rng.randint(5, 20)): d.line([x0+i*sp, y0, x0+i*sp+h*0.15, y0+h*0.2], fill=0, width=lw)
     return im
+
+# %% ../nbs/05a_synth_art.ipynb #16aacdfd
+SUBJECTS = ['SUN', 'MOON', 'STAR', 'TREE', 'HOUSE', 'ROCKET', 'CAR', 'BOAT', 'FISH', 'HEART',
+            'CLOUD', 'MOUNTAIN', 'FIRE', 'GHOST', 'ROBOT', 'KEY', 'CLOCK', 'BIRD', 'FLOWER', 'LIGHTNING']
+SUBJECT_COLOURS = dict(RED=(220, 40, 40), BLUE=(40, 90, 220), GREEN=(40, 170, 60), YELLOW=(245, 210, 30),
+                       PURPLE=(140, 60, 190), ORANGE=(245, 140, 30))
+
+def _star_pts(n, r0, r1, cx=0.5, cy=0.5, a0=-math.pi/2):
+    return [(cx + (r0 if k % 2 == 0 else r1)*math.cos(a0 + k*math.pi/n), cy + (r0 if k % 2 == 0 else r1)*math.sin(a0 + k*math.pi/n)) for k in range(2*n)]
+
+def _arc_pts(cx, cy, rx, ry, a0, a1, n=16):
+    "n+1 points of an elliptical arc from angle a0 to a1 (degrees, y down)"
+    return [(cx + rx*math.cos(math.radians(a0 + (a1 - a0)*k/n)), cy + ry*math.sin(math.radians(a0 + (a1 - a0)*k/n))) for k in range(n + 1)]
+
+def _E(u0, v0, u1, v1): return ('e', (u0, v0, u1, v1))                 # ellipse in its box
+def _R(u0, v0, u1, v1): return ('p', ((u0, v0), (u1, v0), (u1, v1), (u0, v1)))
+def _P(*pts): return ('p', tuple(pts))                                   # closed polygon
+def _L(*pts): return ('l', tuple(pts))                                   # open polyline (ink strokes only)
+
+@lru_cache(maxsize=None)
+def subject_parts(name:str)->dict:
+    "Geometry of subject `name` in the unit square: `sil` (filled with the colour, outlined in ink), `white` and `ink` fills, `lines` (ink strokes)"
+    sil, white, ink, lines = [], [], [], []
+    if name == 'SUN':
+        sil += [_P(*_star_pts(12, 0.5, 0.26, a0=0)), _E(0.22, 0.22, 0.78, 0.78)]
+    elif name == 'MOON':
+        r = math.hypot(0.725 - 0.85, 0.39); a = math.degrees(math.atan2(0.39, 0.725 - 0.85))
+        sil += [_P(*_arc_pts(0.5, 0.5, 0.45, 0.45, -60, -300, 24), *_arc_pts(0.85, 0.5, r, r, a, 360 - a, 16))]
+    elif name == 'STAR': sil += [_P(*_star_pts(5, 0.52, 0.21, cy=0.55))]
+    elif name == 'TREE':
+        sil += [_R(0.41, 0.55, 0.59, 1.0), _E(0.04, 0.28, 0.52, 0.72), _E(0.48, 0.28, 0.96, 0.72), _E(0.2, 0.0, 0.8, 0.52)]
+        lines += [_L((0.41, 0.72), (0.41, 1.0)), _L((0.59, 0.72), (0.59, 1.0))]
+    elif name == 'HOUSE':
+        sil += [_R(0.15, 0.45, 0.85, 1.0), _R(0.66, 0.1, 0.8, 0.4), _P((0.03, 0.5), (0.5, 0.04), (0.97, 0.5))]
+        white += [_R(0.22, 0.58, 0.38, 0.74)]; lines += [_L((0.15, 0.5), (0.85, 0.5)), _R(0.22, 0.58, 0.38, 0.74), _R(0.52, 0.66, 0.7, 1.0)]
+    elif name == 'ROCKET':
+        sil += [_P((0.5, 0.0), (0.6, 0.1), (0.66, 0.25), (0.66, 0.78), (0.34, 0.78), (0.34, 0.25), (0.4, 0.1)),
+                _P((0.34, 0.48), (0.14, 0.88), (0.34, 0.76)), _P((0.66, 0.48), (0.86, 0.88), (0.66, 0.76)), _P((0.4, 0.78), (0.6, 0.78), (0.5, 1.0))]
+        white += [_E(0.41, 0.27, 0.59, 0.45)]; lines += [_E(0.41, 0.27, 0.59, 0.45), _L((0.34, 0.78), (0.66, 0.78))]
+    elif name == 'CAR':
+        sil += [_R(0.02, 0.45, 0.98, 0.76), _P((0.2, 0.46), (0.32, 0.2), (0.7, 0.2), (0.82, 0.46)), _E(0.13, 0.6, 0.37, 0.86), _E(0.63, 0.6, 0.87, 0.86)]
+        ink += [_E(0.13, 0.6, 0.37, 0.86), _E(0.63, 0.6, 0.87, 0.86)]
+        wins = [_P((0.28, 0.43), (0.36, 0.26), (0.48, 0.26), (0.48, 0.43)), _P((0.53, 0.43), (0.53, 0.26), (0.66, 0.26), (0.74, 0.43))]
+        white += wins + [_E(0.21, 0.68, 0.29, 0.78), _E(0.71, 0.68, 0.79, 0.78)]; lines += wins
+    elif name == 'BOAT':
+        sil += [_P((0.02, 0.7), (0.98, 0.7), (0.8, 0.94), (0.2, 0.94)), _P((0.47, 0.06), (0.47, 0.64), (0.1, 0.64)),
+                _P((0.55, 0.16), (0.55, 0.64), (0.86, 0.64)), _R(0.49, 0.02, 0.53, 0.7)]
+        lines += [_L((0.51, 0.02), (0.51, 0.7)), _L((0.02, 0.7), (0.98, 0.7))]
+    elif name == 'FISH':
+        sil += [_E(0.03, 0.25, 0.72, 0.75), _P((0.62, 0.5), (0.98, 0.2), (0.98, 0.8))]
+        ink += [_E(0.15, 0.38, 0.24, 0.47)]; lines += [_L(*_arc_pts(0.32, 0.5, 0.1, 0.2, -70, 70, 8))]
+    elif name == 'HEART': sil += [_E(0.03, 0.08, 0.53, 0.56), _E(0.47, 0.08, 0.97, 0.56), _P((0.06, 0.42), (0.5, 0.96), (0.94, 0.42), (0.5, 0.3))]
+    elif name == 'CLOUD': sil += [_E(0.02, 0.42, 0.38, 0.8), _E(0.22, 0.2, 0.62, 0.66), _E(0.48, 0.28, 0.84, 0.7), _E(0.64, 0.44, 0.98, 0.8), _R(0.2, 0.56, 0.8, 0.8)]
+    elif name == 'MOUNTAIN':
+        sil += [_P((0.0, 0.95), (0.38, 0.08), (0.6, 0.52), (0.73, 0.32), (1.0, 0.95))]
+        cap = ((0.38, 0.08), (0.26, 0.36), (0.34, 0.31), (0.4, 0.38), (0.47, 0.3), (0.51, 0.34)); white += [_P(*cap)]; lines += [_L(*cap[1:])]
+    elif name == 'FIRE':
+        sil += [_P((0.5, 0.0), (0.66, 0.3), (0.8, 0.14), (0.88, 0.52), (0.8, 0.86), (0.5, 0.99), (0.2, 0.86), (0.12, 0.52), (0.24, 0.28), (0.34, 0.42)),
+                _E(0.13, 0.5, 0.87, 0.99)]
+        inner = _P((0.5, 0.42), (0.64, 0.72), (0.5, 0.9), (0.36, 0.72)); white += [inner]; lines += [inner]
+    elif name == 'GHOST':
+        sil += [_E(0.15, 0.0, 0.85, 0.62), _R(0.15, 0.31, 0.85, 0.86)] + [_E(0.15 + k*0.2333, 0.74, 0.15 + (k+1)*0.2333, 0.98) for k in range(3)]
+        ink += [_E(0.32, 0.22, 0.43, 0.4), _E(0.57, 0.22, 0.68, 0.4), _E(0.44, 0.5, 0.56, 0.64)]
+    elif name == 'ROBOT':
+        sil += [_R(*b) for b in [(0.28, 0.12, 0.72, 0.42), (0.47, 0.03, 0.53, 0.12), (0.43, 0.42, 0.57, 0.49), (0.18, 0.49, 0.82, 0.88),
+                                 (0.04, 0.51, 0.18, 0.8), (0.82, 0.51, 0.96, 0.8), (0.27, 0.88, 0.42, 1.0), (0.58, 0.88, 0.73, 1.0)]] + [_E(0.43, 0.0, 0.57, 0.09)]
+        eyes = [_R(0.34, 0.19, 0.46, 0.3), _R(0.54, 0.19, 0.66, 0.3)]; white += eyes
+        lines += [_R(0.28, 0.12, 0.72, 0.42), _R(0.18, 0.49, 0.82, 0.88), _L((0.38, 0.36), (0.62, 0.36)), _R(0.32, 0.58, 0.68, 0.76)] + eyes
+    elif name == 'KEY':
+        sil += [_E(0.0, 0.22, 0.44, 0.78), _R(0.4, 0.43, 0.98, 0.57), _R(0.74, 0.57, 0.82, 0.74), _R(0.88, 0.57, 0.96, 0.68)]
+        white += [_E(0.12, 0.38, 0.28, 0.62)]; lines += [_E(0.12, 0.38, 0.28, 0.62)]
+    elif name == 'CLOCK':
+        sil += [_E(0.03, 0.03, 0.97, 0.97)]; white += [_E(0.14, 0.14, 0.86, 0.86)]
+        lines += [_E(0.14, 0.14, 0.86, 0.86), _L((0.5, 0.5), (0.5, 0.22)), _L((0.5, 0.5), (0.7, 0.6))]
+        lines += [_L((0.5 + 0.27*math.cos(a), 0.5 + 0.27*math.sin(a)), (0.5 + 0.36*math.cos(a), 0.5 + 0.36*math.sin(a))) for a in (math.pi*k/2 for k in range(4))]
+    elif name == 'BIRD':
+        sil += [_E(0.12, 0.36, 0.74, 0.8), _E(0.54, 0.16, 0.86, 0.48), _P((0.22, 0.5), (0.0, 0.34), (0.02, 0.64)), _P((0.84, 0.26), (1.0, 0.34), (0.84, 0.4)),
+                _R(0.39, 0.78, 0.42, 0.98), _R(0.51, 0.78, 0.54, 0.98)]
+        ink += [_E(0.69, 0.25, 0.75, 0.31)]; lines += [_L(*_arc_pts(0.43, 0.51, 0.17, 0.17, 20, 160, 10))]
+    elif name == 'FLOWER':
+        sil += [_R(0.46, 0.5, 0.54, 1.0), _E(0.54, 0.7, 0.82, 0.84)]
+        sil += [_E(cx - 0.14, cy - 0.14, cx + 0.14, cy + 0.14) for cx, cy in ((0.5 + 0.2*math.cos(2*math.pi*k/6), 0.32 + 0.2*math.sin(2*math.pi*k/6)) for k in range(6))]
+        white += [_E(0.39, 0.21, 0.61, 0.43)]; lines += [_E(0.39, 0.21, 0.61, 0.43)]
+    elif name == 'LIGHTNING': sil += [_P((0.56, 0.0), (0.18, 0.56), (0.45, 0.56), (0.3, 1.0), (0.84, 0.38), (0.57, 0.38), (0.76, 0.0))]
+    else: raise ValueError(f'unknown subject {name!r}; expected one of {SUBJECTS}')
+    return dict(sil=sil, white=white, ink=ink, lines=lines)
+
+# %% ../nbs/05a_synth_art.ipynb #d91afc90
+def _grey(c): v = round(0.299*c[0] + 0.587*c[1] + 0.114*c[2]); return (v, v, v)
+
+@lru_cache(maxsize=None)
+def _subject_unit(name, N):
+    "Subject `name` as polygons and polylines: points (complex u + iv) about the unit square's centre (an ellipse of the square's size as an N-gon), each layer's (start, end, closed) slices, and for the silhouette points their neighbours and polygon orientation"
+    pts, idx = [], {}
+    for layer, shapes in subject_parts(name).items():
+        idx[layer] = []
+        for kind, g in shapes:
+            if kind == 'e':
+                n = max(8, round(N*max(g[2] - g[0], g[3] - g[1])))
+                g = _arc_pts((g[0] + g[2])/2, (g[1] + g[3])/2, (g[2] - g[0])/2, (g[3] - g[1])/2, 0, 360*(n - 1)/n, n - 1)
+            idx[layer].append((len(pts), len(pts) + len(g), kind != 'l')); pts += list(g)
+    prev, nxt, sign = [], [], []
+    for a, b, _ in idx['sil']:
+        n = b - a; prev += [a + (i - 1) % n for i in range(n)]; nxt += [a + (i + 1) % n for i in range(n)]
+        area = sum(pts[a + i][0]*pts[a + (i + 1) % n][1] - pts[a + (i + 1) % n][0]*pts[a + i][1] for i in range(n))
+        sign += [1.0 if area > 0 else -1.0]*n
+    z = np.array([complex(u - 0.5, v - 0.5) for u, v in pts])
+    return z.real.copy(), z.imag.copy(), idx, np.array(prev), np.array(nxt), -1j*np.array(sign)
+
+def _subject_geom(name, w, h, angle):
+    "Subject `name` mapped onto a w x h box turned by `angle` degrees: points (complex, about 0) with the silhouette's outline appended, layer slices, line width, bounding box (x0, y0, x1, y1)"
+    U, V, idx, prev, nxt, rot = _subject_unit(name, max(12, min(24, 4*round(math.pi*max(w, h)/40))))   # polygon sides of about 10 px
+    lw = max(1, round(min(w, h)/32))
+    P = (U*w + 1j*(V*h))*complex(math.cos(math.radians(angle)), math.sin(math.radians(angle))); S = P[:len(prev)]
+    # the ink outline: every silhouette polygon grown by lw px (mitred corners, the mitre at most 2 lw long)
+    E = S[nxt] - S; N = E*rot/np.maximum(np.abs(E), 1e-9)       # outward unit normal of the edge leaving each point
+    M = N[prev] + N; Ma = np.abs(M); M = np.where(Ma < 1e-6, N, M/np.maximum(Ma, 1e-9))
+    O = S + M*(lw/np.clip((M*N.conj()).real, 0.5, 1.0))
+    return np.concatenate([P, O]), idx, lw, (math.floor(O.real.min()) - 1, math.floor(O.imag.min()) - 1, math.ceil(O.real.max()) + 2, math.ceil(O.imag.max()) + 2)
+
+def _draw_subject(d, P, idx, lw, at, colour, ink=(0, 0, 0), white=(255, 255, 255)):
+    "Draw subject geometry (from `_subject_geom`) on ImageDraw `d` with its origin at `at`: outline, fill, white and ink details, strokes"
+    Q = np.column_stack([P.real + at[0], P.imag + at[1]]).ravel().tolist(); o = 2*(len(P) - idx['sil'][-1][1])   # the outline points follow all others
+    for a, b, _ in idx['sil']: d.polygon(Q[o + 2*a:o + 2*b], fill=ink)
+    for layer, fill in (('sil', colour), ('white', white), ('ink', ink)):
+        for a, b, _ in idx[layer]: d.polygon(Q[2*a:2*b], fill=fill)
+    for a, b, closed in idx['lines']: d.line(Q[2*a:2*b] + (Q[2*a:2*a + 2] if closed else []), fill=ink, width=lw)
+
+def subject_tile(name:str, colour, w:int, h:int, angle:float=0.0, gray:bool=False, ink=(0, 0, 0))->Image.Image:
+    "RGBA tile of subject `name` drawn in a `w` x `h` box turned by `angle` degrees: filled with `colour` (its grey tone when `gray`), outlined in ink"
+    P, idx, lw, (x0, y0, x1, y1) = _subject_geom(name, w, h, angle)
+    tile = Image.new('RGBA', (x1 - x0, y1 - y0), (0, 0, 0, 0))
+    _draw_subject(ImageDraw.Draw(tile), P, idx, lw, (-x0, -y0), tuple(_grey(colour) if gray else colour) + (255,), tuple(ink) + (255,), (255, 255, 255, 255))
+    return tile
+
+def subject_art(img:Image.Image,  # panel art (or a page), drawn on in place
+                name:str,         # one of `SUBJECTS`
+                colour,           # RGB fill, e.g. `SUBJECT_COLOURS['RED']`
+                box:tuple,        # (x0, y0, x1, y1) to draw inside
+                rng,              # size, aspect, tilt and position
+                gray:bool=False,  # grey tones (the colour's luminance)
+                avoid:list=(),    # boxes (x0, y0, x1, y1) to keep clear (or to overlap as little as possible)
+                tries:int=10      # candidate spots
+               )->tuple:
+    "Draw subject `name` at a random size (35-60% of the box's smaller side), aspect, tilt and spot inside `box`; returns the box drawn (x0, y0, x1, y1)"
+    x0, y0, x1, y1 = map(int, box); bw, bh = x1 - x0, y1 - y0
+    if min(bw, bh) < 8: raise ValueError(f'box {box} is too small for a subject')
+    s, a, angle = rng.uniform(0.35, 0.6)*min(bw, bh), rng.uniform(0.85, 1.18), rng.uniform(-12, 12)
+    for _ in range(4):  # small boxes: shrink until the drawing (outline included) fits
+        P, idx, lw, (gx0, gy0, gx1, gy1) = _subject_geom(name, s*a, s/a, angle); tw, th = gx1 - gx0, gy1 - gy0
+        if tw <= bw and th <= bh: break
+        s *= 0.9*min(bw/tw, bh/th)
+    rx, ry, best = max(0, x1 - x0 - tw) + 1, max(0, y1 - y0 - th) + 1, None
+    for _ in range(tries):  # random spots: the one whose box overlaps the `avoid` boxes least (the first of equals)
+        x, y = x0 + int(rng.random()*rx), y0 + int(rng.random()*ry); xe, ye, ov = x + tw, y + th, 0
+        for a0, b0, a1, b1 in avoid:
+            ow = min(xe, a1) - max(x, a0)
+            if ow > 0: ov += ow*max(0, min(ye, b1) - max(y, b0))
+        if best is None or ov < best[0]: best = (ov, x, y)
+    _, x, y = best
+    _draw_subject(ImageDraw.Draw(img), P, idx, lw, (x - gx0, y - gy0), _grey(colour) if gray else tuple(colour))
+    return x, y, x + tw, y + th
+
+# %% ../nbs/05a_synth_art.ipynb #793933e0
+SUBJECT_PHRASES = ['THE {c} {n}!', 'LOOK! {a} {c} {n}', 'THAT {c} {n}...', '{a} {c} {n}!', 'SEE THE {c} {n}?', 'WHAT {a} {c} {n}!']
+
+def subject_phrase(rng, colour:str, noun:str)->str:
+    "A short upper-case line naming a `colour` `noun`, e.g. 'THE RED ROCKET!' or 'LOOK! AN ORANGE FISH'"
+    c, n = colour.upper(), noun.upper()
+    return rng.choice(SUBJECT_PHRASES).format(c=c, n=n, a='AN' if c[:1] in 'AEIOU' else 'A')

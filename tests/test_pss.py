@@ -136,6 +136,11 @@ def test_train_cli(library):
     m = load_pss(Layout(o).pss.replace('predictions.parquet', 'model.pt'))
     assert m.info['steps'] == 20 and sorted(m.info['real_books']) == ['Book 0', 'Book 1', 'Book 2']
     assert read_predictions(o).model.str.startswith('model.pt@').all()
+    e = Path(o)/'ens.pt'
+    assert main(['--out', str(o), '--train', '--labels', str(labels), '--synthetic', '0', '--steps', '10', '--ensemble', '2',
+                 '--save', str(e), '--no-progress']) == 0
+    m2 = load_pss(e)
+    assert type(m2).__name__ == 'PssEnsemble' and m2.info['seeds'] == [0, 1] and len(m2.members) == 2
 
 @pytest.mark.slow
 def test_sigkill_then_finish_equals_clean_run(library):
@@ -155,6 +160,7 @@ def test_shipped_model_on_synthetic_books(library):
     "The default weights load (weights_only) and read synthetic books of both eras: covers, ads, stories, story starts"
     m = load_pss(None)
     assert Path(default_weights()).stat().st_size < 8e6 and m.info['weights'] == default_weights()
+    assert len(m.members) == 4 and m.info['seeds'] == [0, 1, 2, 3]  # the recipe's ensemble
     o = _fresh(library, 'shipped'); run_pss(o, progress=False, show=False)
     t = read_predictions(o); t['book'] = t.page_id.map(book_of)
     truth = [to_cosmo(library['truths'][b]) for b in sorted(library['truths'])]

@@ -16,7 +16,7 @@ from ..train_data import synthetic_spec_run
 
 # %% auto #0
 __all__ = ['content_layout', 'content_page', 'embed_run', 'recall_at', 'image_queries', 'read_size', 'box_queries',
-           'evaluation_runs', 'evaluate_encoder']
+           'modality_agreement', 'evaluation_runs', 'evaluate_encoder']
 
 # %% ../../nbs/60a_testing_model.ipynb #39a8ccb3
 def content_layout(n:int, layout_seed:int, size:tuple=(400, 600))->list:
@@ -109,6 +109,25 @@ def box_queries(rows:pd.DataFrame,   # `embed_run` rows (page_id, box)
         ts = [t for bx, by, bw, bh, t in boxes.get(pid, []) if x <= bx + bw / 2 <= x + w and y <= by + bh / 2 <= y + h and t.strip()]
         if ts: q[i] = ' '.join(ts)
     return q
+
+# %% ../../nbs/60a_testing_model.ipynb #1cde4b99
+@torch.no_grad()
+def modality_agreement(model, pages:list)->pd.DataFrame:
+    "Per pair of views: mean cosine own / other panels, the gap, recall@1; `pages` = [(image, boxes, texts), ...]"
+    from comix.model import crop_panel
+    xs = [page_inputs(img, b, t, model.config) for img, b, t in pages]
+    bt = collate(xs, None); f = model.encode_panels(bt)[bt['panel_mask']]
+    crops = [crop_panel(img, bb, model.config.image_size) for img, b, _ in pages for bb in b]
+    texts = [t for _, _, ts in pages for t in ts]
+    i, t = model.encode_image_only(crops), model.encode_text_only([x if x.strip() else ' ' for x in texts])
+    has = torch.tensor([bool(x.strip()) for x in texts])
+    rows = []
+    for name, a, b, m in (('image - text', i, t, has), ('image - fused', i, f, torch.ones_like(has)), ('text - fused', t, f, has)):
+        a, b = a[m], b[m]; s = a @ b.T; n = len(s)
+        own, other = s.diag().mean().item(), ((s.sum() - s.diag().sum()) / max(1, n * n - n)).item()
+        rows.append(dict(views=name, own=own, other=other, gap=own - other, r1=float((s.argmax(1) == torch.arange(n)).float().mean()),
+                         chance=1 / max(n, 1), n=n))
+    return pd.DataFrame(rows).set_index('views')
 
 # %% ../../nbs/60a_testing_model.ipynb #c0dfcbe8
 def _run(out, *cmds):
