@@ -93,19 +93,17 @@ class PssEnsemble(nn.Module):
         super().__init__(); self.members = nn.ModuleList(members); self.cfg = members[0].cfg; self.info = {}
 
 @torch.no_grad()
-def _member_probs(model:PssModel, bf:BookFeatures)->torch.Tensor:
-    model.eval(); n = len(bf); acc = torch.zeros(n, model.cfg.n_classes); cnt = torch.zeros(n, 1)
-    if n == 0: return acc
-    ws = windows(n, model.cfg.window)
-    logits = model(*collate([(bf, s, e) for s, e in ws], model.cfg.groups))
-    for (s, e), lg in zip(ws, logits): acc[s:e] += lg[:e-s]; cnt[s:e] += 1
-    return torch.softmax(acc / cnt, -1)
-
-@torch.no_grad()
 def predict_probs(model:PssModel|PssEnsemble, bf:BookFeatures)->np.ndarray:
     "Class probabilities (n x 9) of every page of a book: windows averaged in logit space, ensemble members in probability"
     members = list(model.members) if isinstance(model, PssEnsemble) else [model]
-    return torch.stack([_member_probs(m, bf) for m in members]).mean(0).numpy()
+    cfg = members[0].cfg; n = len(bf); out = torch.zeros(n, cfg.n_classes)
+    if n == 0: return out.numpy()
+    ws = windows(n, cfg.window); batch = collate([(bf, s, e) for s, e in ws], cfg.groups)  # one batch for every member
+    for m in members:
+        m.eval(); acc = torch.zeros(n, cfg.n_classes); cnt = torch.zeros(n, 1)
+        for (s, e), lg in zip(ws, m(*batch)): acc[s:e] += lg[:e-s]; cnt[s:e] += 1
+        out += torch.softmax(acc / cnt, -1)
+    return (out / len(members)).numpy()
 
 def decode(probs:np.ndarray)->list:
     "The nine-class label of every page (argmax)"
