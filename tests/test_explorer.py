@@ -63,6 +63,36 @@ def _start_lab(root:Path, port:int, token:str)->subprocess.Popen:
     lab.kill(); raise RuntimeError('JupyterLab did not start:\n' + (root / 'lab.log').read_text()[-3000:])
 
 
+def _kernel_idle(port:int, token:str, timeout:float=120)->bool:
+    "Wait until the notebook's kernel exists and reports idle (the REST API, not the page's indicator)"
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            ks = json.loads(urllib.request.urlopen(f'http://127.0.0.1:{port}/api/kernels?token={token}', timeout=5).read())
+            if ks and all(k.get('execution_state') == 'idle' for k in ks): return True
+        except Exception: pass
+        time.sleep(0.5)
+    return False
+
+
+def _run_explorer_cell(page, root:Path, port:int, token:str, tries:int=3):
+    """Run the notebook's one cell until the explorer's query box shows (Shift+Enter, again if a keypress was lost
+    while the page was still settling); a cell that fails, or never renders, fails the test with what it showed"""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+    box, outputs = page.locator('.comix-query input'), page.locator('.jp-OutputArea-output')
+    for attempt in range(tries):
+        assert _kernel_idle(port, token), 'the kernel never became idle:\n' + (root / 'lab.log').read_text()[-3000:]
+        page.locator('.jp-Cell .cm-content').first.click(timeout=90_000)
+        page.keyboard.press('Shift+Enter')
+        try:
+            box.wait_for(timeout=90_000 if attempt == 0 else 60_000); return box
+        except PlaywrightTimeout:
+            shown = ' | '.join(outputs.all_inner_texts())
+            if 'Error' in shown or 'Traceback' in shown: raise AssertionError(f'the explorer cell failed: {shown[-3000:]}')
+    raise AssertionError(f'the explorer never rendered after {tries} runs; outputs: {" | ".join(outputs.all_inner_texts())[-2000:]!r}; '
+                         'lab log:\n' + (root / 'lab.log').read_text()[-3000:])
+
+
 @pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f'{CHROMIUM} not installed (apt-get install -y chromium)')
 def test_explorer_in_jupyterlab(indexed_run, tmp_path):
     from playwright.sync_api import sync_playwright, expect
@@ -76,11 +106,8 @@ def test_explorer_in_jupyterlab(indexed_run, tmp_path):
                                                        args=FLAGS, viewport={'width': 1280, 'height': 1000})
             page = ctx.new_page()
             page.goto(f'http://127.0.0.1:{port}/lab/tree/explore.ipynb?token={token}')
-            page.locator('.jp-Cell .cm-content').first.click(timeout=90_000)
             page.wait_for_selector('.jp-Notebook-ExecutionIndicator[data-status="idle"]', timeout=90_000)
-            page.keyboard.press('Shift+Enter')
-            box = page.locator('.comix-query input')
-            box.wait_for(timeout=90_000)
+            box = _run_explorer_cell(page, root, port, token)
             box.fill(target.text); box.press('Enter')
             cards = page.locator('.comix-result')
             expect(cards).to_have_count(6, timeout=60_000)
