@@ -413,9 +413,9 @@ def _finish(cfg, model, run_dir, pos, info, resumed)->dict:
 # %% ../nbs/70_train.ipynb #e6f77d0c
 RECIPE_REAL = {'atomic': ('atomic-war-cosmo', 'public domain (Atomic War #1-#2, Ace 1952; CoSMo public-domain set)'),
                'pepper': ('peppercarrot-ep02-tobira/pages', 'CC BY 4.0, Pepper&Carrot by David Revoy, www.peppercarrot.com')}
-RECIPE_SYNTH = dict(n_books=25, pages_per_book=8, seed=100, size=(600, 900),
-                    layouts=['grid', 'grid', 'borderless', 'irregular', 'inset', 'coloured_gutter', 'splash'])
-RECIPE_TRAIN = dict(arch='default', epochs=5, batch_pages=8, lr=1e-3, seed=0, text_variants=2, threads=2)
+RECIPE_SYNTH = dict(n_books=100, pages_per_book=8, seed=100, size=(600, 900),
+                    layouts=['grid', 'grid', 'borderless', 'irregular', 'inset', 'coloured_gutter', 'splash'], subjects=True)
+RECIPE_TRAIN = dict(arch='default', epochs=5, batch_pages=8, lr=1e-3, seed=0, text_variants=2, threads=2, align_weight=1.0)
 
 def _comix(*args):
     "Run a comix command in a fresh process (the stage CLIs are the stable contract)"
@@ -430,10 +430,14 @@ def recipe_runs(cache,                # folder for the recipe's run folders (mad
                )->dict:
     "`{name: run folder}` of the default checkpoint's training data: the synthetic run and OCR-only runs of the real books"
     from comix.paths import real_data_dir
+    import shutil
     from comix.train_data import synthetic_spec_run
     cache, real = Path(cache), Path(real or real_data_dir() or '')
     runs = {'synth': cache / 'synth'}
-    if not Path(Layout(runs['synth']).manifest).exists(): synthetic_spec_run(runs['synth'], cache / 'synth_lib', **RECIPE_SYNTH)
+    stamp, want = cache / 'synth.json', json.dumps(RECIPE_SYNTH, sort_keys=True)
+    if not Path(Layout(runs['synth']).manifest).exists() or not stamp.exists() or stamp.read_text() != want:
+        for d in (runs['synth'], cache / 'synth_lib'): shutil.rmtree(d, ignore_errors=True)   # made by another recipe
+        synthetic_spec_run(runs['synth'], cache / 'synth_lib', **RECIPE_SYNTH); stamp.write_text(want)
     for name, (rel, _) in RECIPE_REAL.items():
         o = runs[name] = cache / name
         if Path(Layout(o).quality).exists(): continue

@@ -36,7 +36,8 @@ def synthetic_spec_run(out,                 # run folder to create
                        root,                # folder for the books
                        n_books:int=2, pages_per_book:int=6, seed:int=0,
                        size:tuple=(400, 600), # page size in pixels
-                       layouts:list|None=None # story layouts (default: grid, borderless, irregular, inset)
+                       layouts:list|None=None, # story layouts (default: grid, borderless, irregular, inset)
+                       subjects:bool=False  # draw a named subject in each story panel, with a caption naming it (`synth_page`)
                       )->dict:
     "Synthetic story books under `root`, their manifest and DataSpec pages in `out`; `{page_id: truth}`"
     from comix.synth import synth_book
@@ -44,7 +45,8 @@ def synthetic_spec_run(out,                 # run folder to create
     root = Path(root); truths = {}
     for b in range(n_books):
         bt = synth_book(root/f'Synth {seed:03d}-{b:03d}.cbz', n_pages=pages_per_book, seed=seed * 1000 + b, size=size,
-                        page_types=['story'] * pages_per_book, layouts=layouts or ['grid', 'borderless', 'irregular', 'inset'])
+                        page_types=['story'] * pages_per_book, layouts=layouts or ['grid', 'borderless', 'irregular', 'inset'],
+                        subjects=subjects)
         truths.update({make_page_id('synth', f'Synth {seed:03d}-{b:03d}', p['page_index']): p for p in bt['pages']})
     run_extract({'synth': str(root)}, out, workers=1, progress=False, show=False)
     write_dataspecs((truth_dataspec(pid, t) for pid, t in truths.items()), out)

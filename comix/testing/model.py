@@ -16,7 +16,7 @@ from ..train_data import synthetic_spec_run
 
 # %% auto #0
 __all__ = ['content_layout', 'content_page', 'embed_run', 'recall_at', 'image_queries', 'read_size', 'box_queries',
-           'modality_agreement', 'evaluation_runs', 'evaluate_encoder']
+           'modality_agreement', 'subject_pages', 'evaluation_runs', 'evaluate_encoder']
 
 # %% ../../nbs/60a_testing_model.ipynb #39a8ccb3
 def content_layout(n:int, layout_seed:int, size:tuple=(400, 600))->list:
@@ -125,9 +125,25 @@ def modality_agreement(model, pages:list)->pd.DataFrame:
     for name, a, b, m in (('image - text', i, t, has), ('image - fused', i, f, torch.ones_like(has)), ('text - fused', t, f, has)):
         a, b = a[m], b[m]; s = a @ b.T; n = len(s)
         own, other = s.diag().mean().item(), ((s.sum() - s.diag().sum()) / max(1, n * n - n)).item()
-        rows.append(dict(views=name, own=own, other=other, gap=own - other, r1=float((s.argmax(1) == torch.arange(n)).float().mean()),
-                         chance=1 / max(n, 1), n=n))
+        auc = ((s < s.diag()[:, None]).float().sum(1) / max(1, n - 1)).mean().item()     # own view beats an other panel's
+        rows.append(dict(views=name, own=own, other=other, gap=own - other, auc=auc,
+                         r1=float((s.argmax(1) == torch.arange(n)).float().mean()), chance=1 / max(n, 1), n=n))
     return pd.DataFrame(rows).set_index('views')
+
+# %% ../../nbs/60a_testing_model.ipynb #fad16701
+def subject_pages(seeds,                         # one page per seed (same seed, same page)
+                  size:tuple=(600, 900),         # page size in pixels
+                  layouts:tuple=('grid', 'borderless', 'irregular', 'inset'))->list:
+    "`[(image, boxes, texts), ...]`: `synth_page(subjects=True)` pages, each panel's text its balloons in reading order"
+    from comix.synth import synth_page
+    out = []
+    for k, s in enumerate(seeds):
+        img, t = synth_page(seed=s, layout=layouts[k % len(layouts)], size=size, subjects=True)
+        boxes = [[p[c] for c in 'xywh'] for p in t['panels']]
+        balloons = sorted(t['balloons'], key=lambda b: b['order'])
+        texts = [' '.join(b['text'] for b in balloons if b['panel'] == i and b['text'].strip()) for i in range(len(boxes))]
+        out.append((img, boxes, texts))
+    return out
 
 # %% ../../nbs/60a_testing_model.ipynb #c0dfcbe8
 def _run(out, *cmds):
