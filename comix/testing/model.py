@@ -12,7 +12,7 @@ from PIL import Image, ImageDraw
 from ..paths import Layout, make_page_id
 from ..synth_art import PAPERS, comic_font, draw_text_line, panel_art, tier_panels
 from ..model import page_inputs, collate
-from ..train_data import synthetic_spec_run
+from ..train_data import synthetic_spec_run, truth_dataspec
 
 # %% auto #0
 __all__ = ['content_layout', 'content_page', 'embed_run', 'recall_at', 'image_queries', 'read_size', 'box_queries',
@@ -134,15 +134,14 @@ def modality_agreement(model, pages:list)->pd.DataFrame:
 def subject_pages(seeds,                         # one page per seed (same seed, same page)
                   size:tuple=(600, 900),         # page size in pixels
                   layouts:tuple=('grid', 'borderless', 'irregular', 'inset'))->list:
-    "`[(image, boxes, texts), ...]`: `synth_page(subjects=True)` pages, each panel's text its balloons in reading order"
+    "`[(image, boxes, texts), ...]`: `synth_page(subjects=True)` pages, boxes and texts as training reads their DataSpec"
     from comix.synth import synth_page
+    from comix.dataspec import read_dataspec
     out = []
     for k, s in enumerate(seeds):
         img, t = synth_page(seed=s, layout=layouts[k % len(layouts)], size=size, subjects=True)
-        boxes = [[p[c] for c in 'xywh'] for p in t['panels']]
-        balloons = sorted(t['balloons'], key=lambda b: b['order'])
-        texts = [' '.join(b['text'] for b in balloons if b['panel'] == i and b['text'].strip()) for i in range(len(boxes))]
-        out.append((img, boxes, texts))
+        d = read_dataspec(truth_dataspec(f'subject/{s}', t))
+        out.append((img, [p['bbox'] for p in d['panels']], [p['text'] for p in d['panels']]))
     return out
 
 # %% ../../nbs/60a_testing_model.ipynb #c0dfcbe8
