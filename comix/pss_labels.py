@@ -104,7 +104,7 @@ def page_metrics(y_true, y_pred, classes:list|None=None)->dict:
     keep = [(t, p) for t, p in zip(y_true, y_pred) if t is not None]
     classes = classes or sorted({x for tp in keep for x in tp})
     cm = confusion([t for t, _ in keep], [p for _, p in keep], classes)
-    pc = per_class(cm); seen = (cm.sum(0) + cm.sum(1)).values > 0
+    pc = per_class(cm); seen = (cm.sum(axis=0) + cm.sum(axis=1)).values > 0
     acc = float(np.trace(cm.values) / max(1, cm.values.sum()))
     return dict(accuracy=acc, macro_f1=float(pc.f1.values[seen].mean()) if seen.any() else 0.0, per_class=pc, confusion=cm)
 

@@ -395,7 +395,8 @@ def plot_curves(metrics:pd.DataFrame, path=None):
     a.set(xlabel='step', ylabel='loss', title='training loss (smoothed)'); a.legend(fontsize=7, ncol=2)
     for k in VAL_METRICS:
         if len(v) and v[k].notna().any(): b.plot(v.epoch + 1, v[k], marker='o', label=k, ls='-' if k.endswith('r1') else ':')
-    b.set(xlabel='epoch', ylabel='recall', title='validation retrieval', ylim=(0, 1.02)); b.legend(fontsize=7, ncol=2)
+    b.set(xlabel='epoch', ylabel='recall', title='validation retrieval', ylim=(0, 1.02))
+    if b.get_legend_handles_labels()[0]: b.legend(fontsize=7, ncol=2)   # a run too short to validate has no curves
     fig.tight_layout()
     if path: fig.savefig(path, dpi=80); plt.close(fig)
     return fig

@@ -73,7 +73,7 @@ def test_stage_outputs_resume_shards(library):
     man = pd.read_parquet(Layout(clean).manifest)
     t = read_predictions(clean)
     assert res.exit_code == 0 and list(t.columns) == COLUMNS and sorted(t.page_id) == sorted(man.page_id)
-    assert np.allclose(t[[c for c in COLUMNS if c.startswith('p_')]].sum(1), 1, atol=1e-4)
+    assert np.allclose(t[[c for c in COLUMNS if c.startswith('p_')]].sum(axis=1), 1, atol=1e-4)
     assert set(t.cosmo_type) <= set(COSMO_CLASSES) and all(to_cosmo([a])[0] == b for a, b in zip(t.page_type, t.cosmo_type))
     assert t.model.str.startswith('tiny.pt@').all()
     res_dir = _fresh(library, 'resumed')
