@@ -10,7 +10,7 @@ import numpy as np, pandas as pd
 from fastcore.basics import patch
 from .paths import Layout, book_of
 from .stage import Stage, Done, Section, run_stage, stage_main, add_reasons, figure_image, box_problems
-from .pss_labels import (PAGE_CLASSES, COSMO_CLASSES, TO_COSMO, cosmo_matrix, segments, comicinfo_classes, to_cosmo,
+from .pss_labels import (PAGE_CLASSES, COSMO_CLASSES, TO_COSMO, cosmo_matrix, segments, open_runs, comicinfo_classes, to_cosmo,
                               page_metrics, plot_confusion, plot_sequence)
 from .pss_features import stage_tables, out_book_features, BookFeatures
 from .pss_model import load_pss, predict_probs, default_weights
@@ -27,9 +27,10 @@ def label_pages(probs:np.ndarray)->tuple:
     "(nine-class labels, CoSMo labels, story index) of a book's pages from its n x 9 probabilities"
     M = cosmo_matrix(); cos = (probs @ M).argmax(1)
     nine = (probs * M[:, cos].T).argmax(1)  # best of the nine classes inside the chosen CoSMo class
-    cosmo = [COSMO_CLASSES[k] for k in cos]; story = np.full(len(cosmo), -1)
+    cosmo, nine = open_runs([COSMO_CLASSES[k] for k in cos], [PAGE_CLASSES[k] for k in nine])
+    story = np.full(len(cosmo), -1)
     for k, (s, e, c) in enumerate([g for g in segments(cosmo) if g[2] == 'story']): story[s:e+1] = k
-    return [PAGE_CLASSES[k] for k in nine], cosmo, story
+    return nine, cosmo, story
 
 def prediction_rows(page_ids:list, probs:np.ndarray, model:str)->pd.DataFrame:
     "Rows of `OUT/pss/predictions.parquet` for one book"
@@ -50,6 +51,7 @@ class PssStage(Stage):
     "Page types and story starts of every book: OUT/pss/predictions.parquet"
     name, unit, table, chunk = 'pss', 'book', 'pss/predictions', 16
     needs, columns, sort = ('manifest',), COLUMNS, ['page_id']
+    version = 2  # 2: story runs opened after a cover or text page are labelled first-page (`open_runs`)
     description = 'Page types (cover, story, ad, text story, ...) and story starts of every book -> OUT/pss/predictions.parquet'
     def __init__(self, weights=None, detector:str|None=None, text:str|None=None, detect:bool=True, embed:bool=True):
         self.weights, self.detector, self.text, self.detect, self.embed = weights, detector, text, detect, embed

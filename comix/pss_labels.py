@@ -11,9 +11,9 @@ from .extract import parse_metadata
 
 # %% auto #0
 __all__ = ['PAGE_CLASSES', 'COSMO_CLASSES', 'TO_COSMO', 'TO_COMICINFO', 'FROM_COMICINFO', 'COSMO_CATEGORIES', 'STORY_LIKE',
-           'CLASS_COLOURS', 'to_cosmo', 'cosmo_matrix', 'cosmo_segments', 'cosmo_page_types', 'read_cosmo',
-           'comicinfo_classes', 'comicinfo_page_types', 'confusion', 'per_class', 'page_metrics', 'segments',
-           'segment_metrics', 'plot_confusion', 'plot_sequence']
+           'RUN_OPENERS', 'CLASS_COLOURS', 'to_cosmo', 'cosmo_matrix', 'cosmo_segments', 'cosmo_page_types',
+           'read_cosmo', 'comicinfo_classes', 'comicinfo_page_types', 'confusion', 'per_class', 'page_metrics',
+           'segments', 'run_entries', 'open_runs', 'segment_metrics', 'plot_confusion', 'plot_sequence']
 
 # %% ../nbs/50a_pss_labels.ipynb #0bead652
 PAGE_CLASSES = ['advertisement', 'cover', 'story', 'textstory', 'first-page', 'credits', 'art', 'text', 'back_cover']
@@ -119,6 +119,31 @@ def segments(labels)->list:
         if not out or l == 'first-page' or out[-1][2] != c: out.append([i, i, c])
         else: out[-1][1] = i
     return [tuple(o) for o in out]
+
+# %% ../nbs/50a_pss_labels.ipynb #65ceea0b
+RUN_OPENERS = ('start', 'cover', 'textstory')  # where a story run opens on a first page in CoSMo's books (>= 98% of runs)
+
+def run_entries(books)->pd.DataFrame:
+    "How story runs open, per preceding CoSMo class ('start': the book's first page): first-page and story counts"
+    rows = []
+    for labels in books:
+        labels = list(labels)
+        for i, l in enumerate(labels):
+            prev = 'start' if i == 0 else labels[i - 1]
+            if l in STORY_LIKE and prev not in STORY_LIKE: rows.append(dict(after=prev, opens=l))
+    df = pd.DataFrame(rows, columns=['after', 'opens'])
+    t = pd.crosstab(df.after.fillna('unlabelled'), df.opens).reindex(columns=list(STORY_LIKE[::-1]), fill_value=0)
+    return t.assign(share=(t['first-page']/t.sum(axis=1)).round(3)).sort_values('first-page', ascending=False)
+
+def open_runs(cosmo:list, nine:list|None=None, openers=RUN_OPENERS)->tuple:
+    "(CoSMo labels, nine-class labels): a `story` page that opens a run after one of `openers` becomes `first-page`"
+    cosmo, nine = list(cosmo), list(nine) if nine is not None else None
+    for i, c in enumerate(cosmo):
+        prev = 'start' if i == 0 else cosmo[i - 1]
+        if c == 'story' and prev in openers and (nine is None or nine[i] == 'story'):
+            cosmo[i] = 'first-page'
+            if nine is not None: nine[i] = 'first-page'
+    return cosmo, nine
 
 # %% ../nbs/50a_pss_labels.ipynb #f8329b8f
 def _iou(a, b): return max(0, min(a[1], b[1]) - max(a[0], b[0]) + 1) / (max(a[1], b[1]) - min(a[0], b[0]) + 1)

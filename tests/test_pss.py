@@ -6,7 +6,7 @@ import numpy as np, pandas as pd, pytest
 from comix.paths import Layout, read_audit, book_of
 from comix.pss import PssStage, run_pss, story_pages, read_predictions, main, COLUMNS
 from comix.pss_labels import (read_cosmo, cosmo_segments, comicinfo_page_types, COSMO_CLASSES, PAGE_CLASSES, to_cosmo,
-                              page_metrics)
+                              page_metrics, run_entries, open_runs, segments)
 from comix.pss_model import PssConfig, PssModel, save_pss, load_pss, default_weights
 from comix.synth import synth_pss_book, PSS_CLASSES
 
@@ -28,6 +28,19 @@ def test_cosmo_reader_on_431_books(real_data):
     aw = json.loads((real_data/'atomic-war-cosmo'/'labels.json').read_text())
     by_hash = dict(zip(cos.hash, cos.labels))
     for b in aw.values(): assert by_hash[b['cosmo_record']['hash_code']] == b['page_types']  # the reader agrees with the released labels
+
+
+def test_story_runs_open_on_a_first_page_after_covers_and_text_pages(real_data):
+    "The counts behind `open_runs`: in CoSMo's books a run after a cover / text story / the book's start opens on a first page >= 98%"
+    books = read_cosmo(real_data/'cosmo-pss-labels').labels.tolist()
+    e = run_entries(books)
+    assert e.loc[['cover', 'textstory', 'start'], 'share'].min() >= 0.98 and e.loc['advertisement', 'share'] < 0.9
+    assert int(e[['first-page', 'story']].to_numpy().sum()) == sum(1 for b in books for i, l in enumerate(b)
+                                                                     if l in ('story', 'first-page') and (i == 0 or b[i-1] not in ('story', 'first-page')))
+    fixed = [open_runs(b)[0] for b in books]  # on the true labels: only the few continuations after a cover / text story change
+    changed = sum(x != y for b, f in zip(books, fixed) for x, y in zip(b, f))
+    assert changed == e.loc[['cover', 'textstory', 'start'], 'story'].sum() == 7
+    assert all(segments(f) == segments(b) for b, f in zip(books, fixed))
 
 
 def test_comicinfo_reader_on_comicbox_archives(real_data):
