@@ -9,10 +9,11 @@ from pathlib import Path
 import numpy as np, pandas as pd
 from .paths import Layout, atomic_write_parquet, real_data_dir
 from .synth import synth_page, pss_page_types, from_cosmo, PSS_CLASSES, PAGE_TYPES, LAYOUTS
-from .pss_labels import PAGE_CLASSES, COSMO_CLASSES, TO_COSMO, cosmo_matrix, read_cosmo, page_metrics, segment_metrics, to_cosmo, open_runs
+from .pss_labels import PAGE_CLASSES, COSMO_CLASSES, TO_COSMO, cosmo_matrix, read_cosmo, page_metrics, segment_metrics, to_cosmo
 from .pss_features import (GROUPS, BookFeatures, IMAGE_FEATURES, LAYOUT_FEATURES, TEXT_FEATURES, EMBED_DIM,
                                 page_image_features, text_stats, page_text, embed_texts, position_stats, comicinfo_stats,
                                 stage_tables, out_book_features)
+from .pss import label_pages
 from .pss_model import (PssConfig, TrainBook, train_pss, train_ensemble, predict_probs, decode, heuristic, position_rule, GbmBaseline,
                               save_pss, load_pss)
 
@@ -182,7 +183,7 @@ def cross_validate(real:list, synth:list, cfg:PssConfig|None=None, steps:int=150
         for s_, m in zip(seeds or [], getattr(model, 'members', [])): members[s_].append(cosmo_predict(m, bf))
         for k, drop in ABLATIONS.items():
             if ablate: abl[k].append(cosmo_predict(model, bf.without(*drop)))
-    preds['model, open runs'] = [open_runs(p)[0] for p in preds['model']]  # the labels `comix pss` writes (50a's `open_runs`)
+    preds['model, open runs'] = [label_pages(p)[1] for p in probs]  # the CoSMo labels `comix pss` writes (`label_pages`, with 50a's `open_runs`)
     scores = {k: score_books(truth, p) for k, p in preds.items() if p}
     abl_scores = {k: score_books(truth, p) for k, p in abl.items() if p}
     seed_scores = {f'seed {k}': score_books(truth, p) for k, p in members.items()}
